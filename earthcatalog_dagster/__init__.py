@@ -1,0 +1,24 @@
+"""earthcatalog-dagster: keep the ITS_LIVE STAC catalog current, with Dagster as control plane.
+
+``ingest()`` is the single-node path for daily deltas; the Dagster code location lives in
+:mod:`earthcatalog_dagster.definitions`. Entry points are imported on first use, so that
+importing a small module (``config``, ``layout``) stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from earthcatalog_dagster.pipeline.ingest import IngestSummary, ingest
+
+__version__ = "0.1.0"
+__all__ = ["IngestSummary", "__version__", "ingest"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("ingest", "IngestSummary"):
+        from earthcatalog_dagster.pipeline import ingest as module
+
+        return getattr(module, name)
+    raise AttributeError(f"module 'earthcatalog_dagster' has no attribute {name!r}")

@@ -1,0 +1,165 @@
+"""The ``earthcatalog-dagster`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from earthcatalog_dagster.config import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    return settings.with_overrides(
+        warehouse=getattr(args, "warehouse", None),
+        warehouse_hash=getattr(args, "hash_index", None),
+        catalog=getattr(args, "catalog", None),
+        staging=getattr(args, "staging", None),
+    )
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from earthcatalog_dagster.pipeline.info import catalog_info
+
+    cfg = _settings(args)
+    print(catalog_info(cfg.catalog, cfg.warehouse, cfg.warehouse_hash).render())
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from earthcatalog_dagster.pipeline.ingest import ingest
+
+    cfg = _settings(args)
+    summary = ingest(
+        args.inventory,
+        settings=cfg,
+        source_root=args.source_root,
+        mode=args.mode,
+        since=args.since,
+        limit=args.limit,
+        update_hash_index=not args.no_hash_index,
+        h3_resolution=args.h3_resolution,
+        fetch_concurrency=args.fetch_concurrency,
+    )
+    print(json.dumps(summary.as_dict(), indent=2, default=str))
+    return 0 if summary.reconciles else 1
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from earthcatalog_dagster.synthetic import generate_day, write_inventory
+
+    cfg = _settings(args)
+    day = generate_day(
+        args.date, args.items, source_root=cfg.source_root or cfg.home, seed=args.seed
+    )
+    manifest = write_inventory(cfg.inventory, args.date, day.refs, fmt=args.format)
+    print(f"wrote {len(day.items):,} items and the inventory {manifest}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Generate a realistic day on the embedded default, ingest it, print the summary."""
+    from earthcatalog_dagster.pipeline.info import catalog_info
+    from earthcatalog_dagster.pipeline.ingest import ingest
+    from earthcatalog_dagster.synthetic import generate_day, write_inventory
+
+    cfg = Settings.embedded(args.home) if args.home else Settings.from_env()
+    date = args.date
+    print(f"Embedded catalog under {cfg.home}")
+    day = generate_day(date, args.items, source_root=cfg.source_root or cfg.home, seed=args.seed)
+    manifest = write_inventory(cfg.inventory, date, day.refs, fmt="parquet")
+    print(f"Generated {len(day.items):,} ITS_LIVE items for {date} (+ a few bad objects)")
+    print(f"Inventory: {manifest}")
+    summary = ingest(manifest, settings=cfg)
+    print(
+        f"Ingested ({summary.mode}): {summary.items_written:,} items → "
+        f"{summary.rows_written:,} rows in {summary.files_written:,} files; "
+        f"{summary.rejected} rejected, {summary.missing} missing, "
+        f"{summary.already_ingested:,} already ingested; "
+        f"{summary.items_per_second:,.0f} items/s; reconciles: {summary.reconciles}"
+    )
+    if summary.outcomes_uri:
+        print(f"Rejected/missing objects and reasons: {summary.outcomes_uri}")
+    print()
+    print(catalog_info(cfg.catalog, cfg.warehouse, cfg.warehouse_hash).render())
+    return 0 if summary.reconciles else 1
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="earthcatalog-dagster",
+        description="Keep the ITS_LIVE STAC catalog current (GeoParquet warehouse + Iceberg).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def roots(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--catalog", help="local catalog.db path (env CATALOG)")
+        p.add_argument("--warehouse", help="warehouse root (env WAREHOUSE)")
+        p.add_argument("--hash-index", help="hash index Parquet (env WAREHOUSE_HASH)")
+
+    info = sub.add_parser("info", help="print the catalog summary")
+    roots(info)
+    info.set_defaults(func=cmd_info)
+
+    ing = sub.add_parser("ingest", help="single-node ingest of an inventory (ingest())")
+    ing.add_argument(
+        "inventory", help="manifest.json, CSV/CSV.gz/Parquet of bucket,key, or a delta"
+    )
+    roots(ing)
+    ing.add_argument("--staging", help="where rejects are recorded (env STAGING)")
+    ing.add_argument("--source-root", help="read <root>/<bucket>/<key> instead of s3://bucket/key")
+    ing.add_argument("--mode", choices=["auto", "full", "delta"], default="auto")
+    ing.add_argument("--since", help="only rows with last_modified_date >= this (ISO date/time)")
+    ing.add_argument("--limit", type=int)
+    ing.add_argument("--h3-resolution", type=int)
+    ing.add_argument("--fetch-concurrency", type=int, default=256)
+    ing.add_argument("--no-hash-index", action="store_true", help="do not update the hash index")
+    ing.set_defaults(func=cmd_ingest)
+
+    gen = sub.add_parser("generate", help="write a synthetic ITS_LIVE day and its S3 Inventory")
+    roots(gen)
+    gen.add_argument("--date", type=_date, default=dt.date.today() - dt.timedelta(days=1))
+    gen.add_argument("--items", type=int, default=1000)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    gen.set_defaults(func=cmd_generate)
+
+    demo = sub.add_parser("demo", help="generate, ingest and summarize on the embedded default")
+    demo.add_argument(
+        "--home", help="embedded root (default $EARTHCATALOG_HOME or ./.earthcatalog)"
+    )
+    demo.add_argument("--date", type=_date, default=dt.date(2026, 4, 28))
+    demo.add_argument("--items", type=int, default=5000)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, PermissionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""GeoParquet 1.1 warehouse files following the stac-geoparquet conventions.
+
+One file holds one (cell, year) bucket, rows sorted by (platform, datetime), zstd, with
+column statistics on (Iceberg's ``add_files`` reads partition values from them), the
+``geo`` metadata (WKB primary column, geometry types, RFC 7946 bbox, ``bbox`` covering)
+and the ``stac-geoparquet`` metadata (version and collections).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from earthcatalog_dagster.core import storage
+from earthcatalog_dagster.core.schema import (
+    GEOPARQUET_VERSION,
+    STAC_GEOPARQUET_VERSION,
+    WAREHOUSE_SCHEMA,
+)
+
+SORT_KEYS = [("platform", "ascending"), ("datetime", "ascending"), ("id", "ascending")]
+ROW_GROUP_ROWS = 50_000
+_WKB_TYPES = {
+    1: "Point",
+    2: "LineString",
+    3: "Polygon",
+    4: "MultiPoint",
+    5: "MultiLineString",
+    6: "MultiPolygon",
+    7: "GeometryCollection",
+}
+
+
+def sort_rows(table: pa.Table) -> pa.Table:
+    """Rows in warehouse order: platform, then datetime (id breaks ties, for determinism)."""
+    return table.sort_by(SORT_KEYS)
+
+
+def geo_metadata(table: pa.Table) -> dict[str, Any]:
+    """The GeoParquet 1.1 ``geo`` metadata describing the rows of ``table``."""
+    column: dict[str, Any] = {
+        "encoding": "WKB",
+        "geometry_types": _geometry_types(table["geometry"]),
+        "covering": {"bbox": {axis: ["bbox", axis] for axis in ("xmin", "ymin", "xmax", "ymax")}},
+    }
+    bbox = _file_bbox(table["bbox"])
+    if bbox is not None:
+        column["bbox"] = bbox
+    return {
+        "version": GEOPARQUET_VERSION,
+        "primary_column": "geometry",
+        "columns": {"geometry": column},
+    }
+
+
+def stac_metadata(table: pa.Table) -> dict[str, Any]:
+    """The ``stac-geoparquet`` file metadata: its version and the collections present."""
+    collections = pc.unique(table["collection"].drop_null()).to_pylist()
+    return {"version": STAC_GEOPARQUET_VERSION, "collections": {c: {} for c in collections}}
+
+
+def to_parquet_bytes(table: pa.Table) -> bytes:
+    """One warehouse file, in the warehouse schema, as bytes ready for a single PUT."""
+    table = sort_rows(table.select(WAREHOUSE_SCHEMA.names).cast(WAREHOUSE_SCHEMA))
+    metadata = {
+        b"geo": json.dumps(geo_metadata(table)).encode(),
+        b"stac-geoparquet": json.dumps(stac_metadata(table)).encode(),
+    }
+    table = table.replace_schema_metadata(metadata)
+    sink = pa.BufferOutputStream()
+    pq.write_table(
+        table,
+        sink,
+        compression="zstd",
+        row_group_size=ROW_GROUP_ROWS,
+        write_statistics=True,
+        store_schema=True,
+    )
+    return sink.getvalue().to_pybytes()
+
+
+def write_geoparquet(table: pa.Table, uri: str) -> int:
+    """Write one warehouse file; returns the bytes written."""
+    data = to_parquet_bytes(table)
+    storage.write_bytes(uri, data)
+    return len(data)
+
+
+def _geometry_types(geometry: pa.ChunkedArray) -> list[str]:
+    present = geometry.drop_null()
+    if len(present) == 0:
+        return []
+    # ISO WKB: byte order, then a uint32 type code (+1000 Z, +2000 M, +3000 ZM).
+    heads = pc.binary_slice(present, 0, 5).to_pylist()
+    codes = set()
+    for head in set(heads):
+        order = "<" if head[0] == 1 else ">"
+        code = int(np.frombuffer(head[1:5], dtype=f"{order}u4")[0])
+        base, dims = code % 1000, code // 1000
+        name = _WKB_TYPES.get(base, "Unknown")
+        codes.add(name + {0: "", 1: " Z", 2: " M", 3: " ZM"}.get(dims, ""))
+    return sorted(codes)
+
+
+def _file_bbox(bbox: pa.ChunkedArray) -> list[float] | None:
+    present = bbox.drop_null()
+    if len(present) == 0:
+        return None
+    flat = present.combine_chunks()
+    xmin, ymin, xmax, ymax = (
+        flat.field(axis).to_numpy() for axis in ("xmin", "ymin", "xmax", "ymax")
+    )
+    south, north = float(ymin.min()), float(ymax.max())
+    crosses = xmin > xmax
+    if not crosses.any():
+        return [float(xmin.min()), south, float(xmax.max()), north]
+    # Some rows cross the antimeridian: take the extent in 0..360 longitudes, where those
+    # rows are ordinary intervals, and write it back RFC 7946 style (west > east).
+    west = np.where(xmin < 0, xmin + 360, xmin)
+    east = np.where(xmax < 0, xmax + 360, xmax)
+    east = np.where(east < west, east + 360, east)
+    lo, hi = float(west.min()), float(east.max())
+    if hi - lo >= 360:
+        return [-180.0, south, 180.0, north]
+    wrap = lambda lon: lon - 360 if lon > 180 else lon  # noqa: E731
+    return [wrap(lo), south, wrap(hi), north]

@@ -1,0 +1,104 @@
+"""The storage layout: the one module that builds every path of the platform.
+
+Each function takes a root URI (a local path or ``s3://bucket/prefix``) and returns a URI
+under it. Nothing else in the code base concatenates paths of the catalog by hand.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+NO_CELL = "__none__"
+NO_YEAR = "__none__"
+
+_WAREHOUSE_FILE = re.compile(
+    r"grid_partition=(?P<cell>[^/]+)/year=(?P<year>[^/]+)/(?P<name>part_[^/]+\.parquet)$"
+)
+
+
+def join(root: str, *parts: str) -> str:
+    """``root/part/part``, tolerant of trailing slashes on the root."""
+    return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts if p)])
+
+
+def date_key(date: dt.date | str) -> str:
+    """``YYYY-MM-DD`` for a date or an already formatted key (validated)."""
+    if isinstance(date, dt.date):
+        return date.isoformat()
+    return dt.date.fromisoformat(date).isoformat()
+
+
+# --- source items -------------------------------------------------------------------------
+
+
+def source_object(bucket: str, key: str, source_root: str | None) -> str:
+    """Where the item ``s3://bucket/key`` is read from: its bucket, or a mirror root."""
+    if source_root is None:
+        return f"s3://{bucket}/{key}"
+    return join(source_root, bucket, key)
+
+
+def item_id_from_key(key: str) -> str:
+    """The STAC id of an item object: its file name without ``.stac.json``."""
+    name = key.rsplit("/", 1)[-1]
+    return name[: -len(".stac.json")] if name.endswith(".stac.json") else name
+
+
+# --- inventory and deltas ------------------------------------------------------------------
+
+
+def inventory_manifest(inventory_root: str, date: dt.date | str) -> str:
+    """The S3 Inventory manifest delivered for ``date`` (ITS_LIVE's arrive at 01:00Z)."""
+    return join(inventory_root, f"{date_key(date)}T01-00Z", "manifest.json")
+
+
+def inventory_data_dir(inventory_root: str) -> str:
+    return join(inventory_root, "data")
+
+
+def delta_pending(delta_prefix: str, date: dt.date | str) -> str:
+    return join(delta_prefix, "pending", f"delta_{date_key(date)}.parquet")
+
+
+def delta_ingested(delta_prefix: str, date: dt.date | str) -> str:
+    return join(delta_prefix, "ingested", f"delta_{date_key(date)}.done")
+
+
+# --- staging (one isolated prefix per delta date) ---------------------------------------------
+
+
+def staging_for(staging_root: str, date: dt.date | str) -> str:
+    return join(staging_root, f"delta_{date_key(date)}")
+
+
+# --- warehouse ------------------------------------------------------------------------------
+
+
+def partition_dir(warehouse: str, cell: str, year: int | str | None) -> str:
+    return join(warehouse, f"grid_partition={cell}", f"year={NO_YEAR if year is None else year}")
+
+
+def warehouse_file(
+    warehouse: str, cell: str, year: int | str | None, token: str, sequence: int
+) -> str:
+    """A deterministic warehouse file name: the run's token and a sequence number.
+
+    Reruns of the same run write the same names, so they overwrite their own files
+    instead of adding copies.
+    """
+    return join(partition_dir(warehouse, cell, year), f"part_{token}_{sequence:05d}.parquet")
+
+
+def parse_warehouse_file(uri: str) -> tuple[str, str] | None:
+    """``(cell, year)`` of a warehouse file URI, or ``None`` if it is not one."""
+    match = _WAREHOUSE_FILE.search(uri)
+    return (match["cell"], match["year"]) if match else None
+
+
+# --- catalog ------------------------------------------------------------------------------
+
+
+def iceberg_metadata_root(warehouse: str) -> str:
+    """Iceberg's own metadata lives beside the data, as in any Iceberg table location."""
+    return warehouse.rstrip("/")

@@ -1,0 +1,83 @@
+"""fetch_objects against a local source root with present and absent objects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from earthcatalog_dagster.core import storage
+from earthcatalog_dagster.core.fetch import FAILED_SCHEMA, MISSING_SCHEMA, fetch_objects
+from earthcatalog_dagster.core.storage import RetryPolicy
+from earthcatalog_dagster_tests.core.moto_s3 import boto_client, moto_endpoint, use_endpoint
+
+BUCKET = "its-live-data"
+
+
+def _refs(keys: list[str], bucket: str = BUCKET) -> pa.Table:
+    return pa.table({"bucket": [bucket] * len(keys), "key": keys})
+
+
+def test_fetch_present_absent_and_failed(tmp_path: Path) -> None:
+    root = tmp_path / "source"
+    keys = [f"velocity_image_pair/landsatOLI/v02/N60W140/item_{i:03d}.stac.json" for i in range(60)]
+    present = keys[::2]
+    for key in present:
+        path = root / BUCKET / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(f'{{"id": "{Path(key).name}"}}'.encode())
+    # a directory where an object should be: permanent failure, reported, not retried forever
+    broken = "velocity_image_pair/broken/dir.stac.json"
+    (root / BUCKET / broken).mkdir(parents=True)
+
+    refs = _refs([*keys, broken])
+    result = fetch_objects(
+        refs, source_root=str(root), concurrency=8, retry=RetryPolicy(base_delay=0.0)
+    )
+
+    assert result.keys == present  # input order, ok rows only
+    assert result.buckets == [BUCKET] * len(present)
+    assert result.bodies == [(root / BUCKET / k).read_bytes() for k in present]
+    assert result.missing.schema == MISSING_SCHEMA
+    assert result.missing.column("key").to_pylist() == keys[1::2]
+    assert result.failed.schema == FAILED_SCHEMA
+    assert result.failed.column("key").to_pylist() == [broken]
+    assert result.failed.column("error")[0].as_py()
+    assert result.ok + result.missing.num_rows + result.failed.num_rows == refs.num_rows
+    assert result.total == refs.num_rows
+
+
+def test_fetch_record_batch_and_empty(tmp_path: Path) -> None:
+    root = tmp_path / "src"
+    (root / "b2" / "k").mkdir(parents=True)
+    (root / "b2" / "k" / "x.stac.json").write_bytes(b"{}")
+    batch = _refs(["k/x.stac.json", "k/y.stac.json"], bucket="b2").to_batches()[0]
+    result = fetch_objects(batch, source_root=str(root))
+    assert (result.keys, result.bodies, result.buckets) == (["k/x.stac.json"], [b"{}"], ["b2"])
+    assert result.missing.to_pylist() == [{"bucket": "b2", "key": "k/y.stac.json"}]
+    assert result.failed.num_rows == 0
+
+    empty = fetch_objects(_refs([]), source_root=str(root))
+    assert empty.total == 0 and empty.missing.schema == MISSING_SCHEMA
+
+
+def test_fetch_from_s3_anonymous_and_mirror_root() -> None:
+    with moto_endpoint() as endpoint:
+        use_endpoint(endpoint)
+        try:
+            client = boto_client(endpoint)
+            client.create_bucket(Bucket=BUCKET)
+            client.create_bucket(Bucket="mirror")
+            client.put_object(Bucket=BUCKET, Key="v/a.stac.json", Body=b"A", ACL="public-read")
+            client.put_object(Bucket="mirror", Key=f"root/{BUCKET}/v/a.stac.json", Body=b"M")
+            refs = _refs(["v/a.stac.json", "v/gone.stac.json"])
+
+            public = fetch_objects(refs, source_root=None)  # s3://bucket/key, unsigned
+            assert (public.keys, public.bodies) == (["v/a.stac.json"], [b"A"])
+            assert public.missing.column("key").to_pylist() == ["v/gone.stac.json"]
+
+            mirrored = fetch_objects(refs, source_root="s3://mirror/root")  # signed
+            assert (mirrored.keys, mirrored.bodies) == (["v/a.stac.json"], [b"M"])
+            assert mirrored.total == 2
+        finally:
+            storage.configure_s3()

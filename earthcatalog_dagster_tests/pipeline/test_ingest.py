@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+import xxhash
+
+from earthcatalog_dagster import ingest, layout
+from earthcatalog_dagster.core import catalog as iceberg
+from earthcatalog_dagster.core import storage
+from earthcatalog_dagster.core.hash_index import load_hash_index
+from earthcatalog_dagster.core.partitioning import cells_for_geometry
+from earthcatalog_dagster.pipeline import ingest as ingest_module
+from earthcatalog_dagster.pipeline.info import catalog_info
+from earthcatalog_dagster.synthetic import generate_day, write_inventory
+from earthcatalog_dagster_tests.conftest import DAY_1, DAY_2
+
+
+def _table_rows(settings) -> list[tuple[str, str]]:
+    table = iceberg.load_table(iceberg.open_catalog(settings.catalog, settings.warehouse))
+    rows = table.scan(selected_fields=("id", "grid_partition")).to_arrow()
+    return list(zip(rows["id"].to_pylist(), rows["grid_partition"].to_pylist(), strict=True))
+
+
+def _expected_pairs(day) -> list[tuple[str, str]]:
+    return sorted((i["id"], c) for i in day.items for c in cells_for_geometry(i["geometry"], 1))
+
+
+def _day(settings, date, n, *, fmt="parquet", seed=0):
+    day = generate_day(date, n, source_root=settings.source_root, seed=seed)
+    manifest = write_inventory(settings.inventory, date, day.refs, fmt=fmt)
+    return day, manifest
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_ingest_builds_the_catalog_and_reconciles(home, fmt) -> None:
+    day, manifest = _day(home, DAY_1, 150, fmt=fmt)
+    summary = ingest(manifest, settings=home)
+
+    assert summary.mode == "full"
+    assert summary.reconciles, summary.as_dict()
+    bad = day.expected
+    assert summary.missing == len(bad["missing"])
+    assert summary.rejected == sum(
+        len(bad[k]) for k in ("truncated", "error_page", "no_id", "uncoercible")
+    )
+    assert summary.items_written == len(day.good_ids)
+
+    # Each id once per overlapping cell and nowhere else.
+    assert sorted(_table_rows(home)) == _expected_pairs(day)
+
+    # The hash index holds exactly the ingested ids.
+    index = load_hash_index(home.warehouse_hash)
+    assert len(index) == len(set(day.good_ids))
+    probe = xxhash.xxh3_128(day.good_ids[0].encode(), seed=42).digest()
+    assert index.contains([probe]).all()
+
+    # Rejected and missing objects are recorded with reasons.
+    outcomes = pq.read_table(summary.outcomes_uri).to_pylist()
+    assert {o["outcome"] for o in outcomes} == {"rejected", "missing"}
+    assert all(o["reason"] for o in outcomes)
+    assert len(outcomes) == summary.rejected + summary.missing
+
+    info = catalog_info(home.catalog, home.warehouse, home.warehouse_hash).render()
+    assert f"Unique items : {len(set(day.good_ids)):,} (from hash index)" in info
+
+
+def test_rerun_adds_no_file_row_or_hash(home) -> None:
+    _, manifest = _day(home, DAY_1, 80)
+    first = ingest(manifest, settings=home)
+    files_before = sorted(o.uri for o in storage.list_objects(home.warehouse, suffix=".parquet"))
+    rows_before = sorted(_table_rows(home))
+
+    again = ingest(manifest, settings=home)
+    assert again.mode == "delta"
+    assert again.files_written == 0 and again.snapshot_id is None
+    assert again.already_ingested == first.items_written
+    assert again.hashes_after == first.hashes_after
+    assert (
+        sorted(o.uri for o in storage.list_objects(home.warehouse, suffix=".parquet"))
+        == files_before
+    )
+    assert sorted(_table_rows(home)) == rows_before
+
+
+def test_next_day_appends_as_delta(home) -> None:
+    day1, manifest1 = _day(home, DAY_1, 60, seed=1)
+    ingest(manifest1, settings=home)
+    day2, manifest2 = _day(home, DAY_2, 70, seed=2)
+    summary = ingest(manifest2, settings=home)
+    assert summary.mode == "delta" and summary.reconciles
+    assert sorted(_table_rows(home)) == sorted(_expected_pairs(day1) + _expected_pairs(day2))
+    assert len(load_hash_index(home.warehouse_hash)) == len(set(day1.good_ids) | set(day2.good_ids))
+
+
+def test_run_killed_before_hash_index_update_heals_on_rerun(home, monkeypatch) -> None:
+    day1, manifest1 = _day(home, DAY_1, 40, seed=3)
+    ingest(manifest1, settings=home)
+    day2, manifest2 = _day(home, DAY_2, 50, seed=4)
+
+    real_sync = ingest_module.sync_hash_index
+    calls = {"n": 0}
+
+    def dies_after_registering(table, uri):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the sync after registration: the process "dies" here
+            raise SystemExit("killed")
+        return real_sync(table, uri)
+
+    monkeypatch.setattr(ingest_module, "sync_hash_index", dies_after_registering)
+    with pytest.raises(SystemExit):
+        ingest(manifest2, settings=home)
+    monkeypatch.setattr(ingest_module, "sync_hash_index", real_sync)
+
+    rerun = ingest(manifest2, settings=home)
+    assert rerun.reconciles
+    assert rerun.files_written == 0  # everything was registered before the kill
+    rows = _table_rows(home)
+    assert len(rows) == len(set(rows))
+    assert sorted(rows) == sorted(_expected_pairs(day1) + _expected_pairs(day2))
+    assert len(load_hash_index(home.warehouse_hash)) == len(set(day1.good_ids) | set(day2.good_ids))
+
+
+def test_run_killed_after_writing_files_overwrites_them_on_rerun(home, monkeypatch) -> None:
+    day1, manifest1 = _day(home, DAY_1, 40, seed=5)
+
+    def dies(*args, **kwargs):
+        raise SystemExit("killed before registering")
+
+    monkeypatch.setattr(ingest_module.iceberg, "rebuild_table", dies)
+    with pytest.raises(SystemExit):
+        ingest(manifest1, settings=home)
+    monkeypatch.undo()
+    written = sorted(o.uri for o in storage.list_objects(home.warehouse, suffix=".parquet"))
+    assert written
+
+    summary = ingest(manifest1, settings=home)
+    assert summary.reconciles
+    after = sorted(o.uri for o in storage.list_objects(home.warehouse, suffix=".parquet"))
+    assert after == written  # same deterministic names, no second copy
+    rows = _table_rows(home)
+    assert sorted(rows) == _expected_pairs(day1)
+
+
+def test_since_and_limit(home) -> None:
+    _, manifest = _day(home, DAY_1, 50)
+    summary = ingest(manifest, settings=home, limit=10)
+    assert summary.source_rows == 10 and summary.reconciles
+    later = ingest(manifest, settings=home, since="2099-01-01")
+    assert later.source_rows == 0
+
+
+def test_null_geometry_items_land_in_none_cell(home) -> None:
+    day, manifest = _day(home, DAY_1, 30)
+    ingest(manifest, settings=home)
+    null_ids = {layout.item_id_from_key(k) for k in day.expected["null_geometry"]}
+    assert null_ids
+    rows = _table_rows(home)
+    assert {(i, layout.NO_CELL) for i in null_ids} <= set(rows)
+
+
+def test_resolution_is_stored_and_enforced(home) -> None:
+    _, manifest = _day(home, DAY_1, 20)
+    ingest(manifest, settings=home, h3_resolution=2)
+    table = iceberg.load_table(iceberg.open_catalog(home.catalog, home.warehouse))
+    assert iceberg.table_resolution(table) == 2
+    _, manifest2 = _day(home, DAY_2, 20, seed=9)
+    with pytest.raises(ValueError, match="resolution"):
+        ingest(manifest2, settings=home, h3_resolution=1)

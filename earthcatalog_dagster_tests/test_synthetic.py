@@ -548,3 +548,48 @@ def test_footprints_are_rectangles_in_their_projection(items: list[dict[str, Any
             values = [axis[i] for i in edge]
             assert max(values) - min(values) < 0.03 * size, (item["id"], code)
         assert 80_000 < width < 330_000 and 80_000 < height < 330_000
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_project_inventory_reader_reads_our_inventories(
+    tmp_path: Path, day: tuple[GeneratedDay, str], fmt: str
+) -> None:
+    """The platform's own reader sees exactly the day's ``.stac.json`` keys."""
+    inventory = pytest.importorskip("earthcatalog_dagster.core.inventory")
+    gen, _ = day
+    uri = write_inventory(str(tmp_path / "inventory"), DATE, gen.refs, fmt=fmt)
+    table = inventory.read_inventory_table(uri)
+    assert sorted(table.column("key").to_pylist()) == sorted(gen.item_keys)
+    assert set(table.column("bucket").to_pylist()) == {SOURCE_BUCKET}
+
+
+def test_generate_day_and_inventory_on_s3(tmp_path: Path) -> None:
+    """Every object goes through core.storage, so an s3:// root works as well as a folder."""
+    from earthcatalog_dagster.core import storage
+    from earthcatalog_dagster_tests.core.moto_s3 import boto_client, moto_endpoint, use_endpoint
+
+    with moto_endpoint() as endpoint:
+        use_endpoint(endpoint)
+        try:
+            client = boto_client(endpoint)
+            client.create_bucket(Bucket="mirror")
+            gen = generate_day(DATE, 8, source_root="s3://mirror/source", seed=9)
+            local = generate_day(DATE, 8, source_root=str(tmp_path / "source"), seed=9)
+            assert gen.refs.equals(local.refs)
+            for key in gen.item_keys:
+                uri = layout.source_object(SOURCE_BUCKET, key, "s3://mirror/source")
+                path = Path(layout.source_object(SOURCE_BUCKET, key, str(tmp_path / "source")))
+                if key in gen.expected["missing"]:
+                    assert not storage.exists(uri)
+                else:
+                    assert storage.read_bytes(uri) == path.read_bytes()
+            manifest = write_inventory("s3://mirror/inventory", DATE, gen.refs, fmt="csv")
+            assert manifest == "s3://mirror/inventory/2025-06-01T01-00Z/manifest.json"
+            body = json.loads(storage.read_bytes(manifest))
+            for f in body["files"]:
+                name = f["key"].rsplit("/", 1)[-1]
+                data = storage.read_bytes(f"s3://mirror/inventory/data/{name}")
+                assert hashlib.md5(data).hexdigest() == f["MD5checksum"]
+            assert storage.exists("s3://mirror/inventory/2025-06-01T01-00Z/manifest.checksum")
+        finally:
+            storage.configure_s3()

@@ -38,25 +38,42 @@ def year_labels(table: pa.Table) -> pa.Array:
 
 
 def split_buckets(table: pa.Table) -> Iterator[tuple[BucketKey, pa.Table]]:
-    """The rows of each (cell, year) bucket, bucket by bucket, in sorted key order."""
+    """The rows of each (cell, year) bucket in key order, each in warehouse row order.
+
+    One sort and one ``take`` for the whole table; buckets are zero-copy slices of it.
+    """
     if table.num_rows == 0:
         return
-    keys = (
-        pc.binary_join_element_wise(table["grid_partition"], year_labels(table), "\x00")
-        .combine_chunks()
-        .dictionary_encode()
+    years = year_labels(table)
+    keys = pa.table(
+        {
+            "cell": table["grid_partition"],
+            "year": years,
+            "platform": table["platform"],
+            "datetime": table["datetime"],
+            "id": table["id"],
+        }
     )
-    codes = keys.indices.to_numpy()
-    order = np.argsort(codes, kind="stable")
-    bounds = np.flatnonzero(np.diff(codes[order])) + 1
-    for group in np.split(order, bounds):
-        cell, year = keys.dictionary[codes[group[0]]].as_py().split("\x00")
-        yield (cell, year), table.take(pa.array(group))
+    indices = pc.sort_indices(keys, sort_keys=[(name, "ascending") for name in keys.column_names])
+    rows = table.take(indices)
+    cells = rows["grid_partition"].combine_chunks()
+    sorted_years = years.take(indices)
+    change = np.zeros(rows.num_rows, dtype=bool)
+    change[0] = True
+    change[1:] = ~(
+        pc.equal(cells[1:], cells[:-1]).to_numpy(zero_copy_only=False)
+        & pc.equal(sorted_years[1:], sorted_years[:-1]).to_numpy(zero_copy_only=False)
+    )
+    starts = np.flatnonzero(change)
+    ends = np.append(starts[1:], rows.num_rows)
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        key = (cells[start].as_py(), sorted_years[start].as_py())
+        yield key, rows.slice(start, end - start)
 
 
 def dedupe_latest(table: pa.Table) -> pa.Table:
     """One row per (id, grid_partition): the one with the latest ``updated`` wins."""
-    if table.num_rows <= 1:
+    if table.num_rows <= 1 or pc.count_distinct(table["id"]).as_py() == table.num_rows:
         return table
     ordered = table.sort_by(
         [("grid_partition", "ascending"), ("id", "ascending"), ("updated", "descending")]

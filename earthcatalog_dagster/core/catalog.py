@@ -1,7 +1,8 @@
 """The Iceberg table ``earthcatalog.stac_items`` in a PyIceberg SQLite catalog.
 
-Warehouse files are registered in place with ``add_files`` (no rewrite); registration is
-idempotent (paths already in the table are skipped) and commits one snapshot per call.
+Warehouse files are registered in place, the way ``add_files`` does it (no rewrite);
+registration is idempotent (paths already in the table are skipped) and commits one
+snapshot per call.
 The table's location is the warehouse root, so Iceberg metadata sits in
 ``<warehouse>/metadata/`` beside the hive-layout data.
 """
@@ -11,13 +12,22 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.io.pyarrow import (
+    _check_pyarrow_schema_compatible,
+    compute_statistics_plan,
+    data_file_statistics_from_parquet_metadata,
+    parquet_path_to_id_mapping,
+)
+from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
 from pyiceberg.partitioning import PartitionField, PartitionSpec
-from pyiceberg.table import Table
+from pyiceberg.table import Table, TableProperties
 from pyiceberg.transforms import IdentityTransform, YearTransform
 
 from earthcatalog_dagster.core.schema import (
@@ -110,18 +120,76 @@ def registered_files(table: Table) -> set[str]:
 
 
 def register_files(table: Table, uris: Iterable[str]) -> Registration:
-    """Add warehouse files to the table in one snapshot, skipping those already in it."""
+    """Add warehouse files to the table in one snapshot, skipping those already in it.
+
+    This is PyIceberg's ``add_files`` (same statistics, same partition inference from
+    column statistics, same name mapping) with one difference: the schema compatibility
+    check, which costs milliseconds of Python per file, runs once per distinct file schema
+    instead of once per file, and footers are read concurrently.
+    """
     wanted = list(dict.fromkeys(uris))
     already = registered_files(table)
     new = [uri for uri in wanted if uri not in already]
     if not new:
         return Registration(None, 0, len(wanted))
-    table.add_files(new, snapshot_properties={"earthcatalog.files-added": str(len(new))})
+    data_files = _data_files(table, new)
+    with table.transaction() as tx:
+        if tx.table_metadata.name_mapping() is None:
+            mapping = tx.table_metadata.schema().name_mapping.model_dump_json()
+            tx.set_properties(**{TableProperties.DEFAULT_NAME_MAPPING: mapping})
+        properties = {"earthcatalog.files-added": str(len(new))}
+        with tx.update_snapshot(snapshot_properties=properties).fast_append() as append:
+            for data_file in data_files:
+                append.append_data_file(data_file)
     snapshot = table.current_snapshot()
     log.info("registered %d files in snapshot %s", len(new), snapshot and snapshot.snapshot_id)
-    return Registration(
-        snapshot.snapshot_id if snapshot else None, len(new), len(wanted) - len(new)
-    )
+    snapshot_id = snapshot.snapshot_id if snapshot else None
+    return Registration(snapshot_id, len(new), len(wanted) - len(new))
+
+
+def _data_files(table: Table, uris: list[str]) -> list[DataFile]:
+    metadata = table.metadata
+    schema = metadata.schema()
+    stats_plan = compute_statistics_plan(schema, metadata.properties)
+    column_mapping = parquet_path_to_id_mapping(schema)
+    checked: set[str] = set()
+
+    def footer(uri: str) -> tuple[pq.FileMetaData, int]:
+        source = table.io.new_input(uri)
+        with source.open() as stream:
+            return pq.read_metadata(stream), len(source)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        footers = list(pool.map(footer, uris))
+    data_files = []
+    for uri, (parquet_metadata, size) in zip(uris, footers, strict=True):
+        arrow_schema = parquet_metadata.schema.to_arrow_schema()
+        fingerprint = arrow_schema.remove_metadata().to_string()
+        if fingerprint not in checked:
+            _check_pyarrow_schema_compatible(
+                schema, arrow_schema, format_version=metadata.format_version
+            )
+            checked.add(fingerprint)
+        statistics = data_file_statistics_from_parquet_metadata(
+            parquet_metadata=parquet_metadata,
+            stats_columns=stats_plan,
+            parquet_column_mapping=column_mapping,
+        )
+        data_files.append(
+            DataFile.from_args(
+                content=DataFileContent.DATA,
+                file_path=uri,
+                file_format=FileFormat.PARQUET,
+                partition=statistics.partition(metadata.spec(), schema),
+                file_size_in_bytes=size,
+                sort_order_id=None,
+                spec_id=metadata.default_spec_id,
+                equality_ids=None,
+                key_metadata=None,
+                **statistics.to_serialized_dict(),
+            )
+        )
+    return data_files
 
 
 def rebuild_table(

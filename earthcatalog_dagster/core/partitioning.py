@@ -32,31 +32,34 @@ A ring whose consecutive vertices jump by more than 180° of longitude (179.2 �
 that is written past ±180 (179.2 → 180.6), crosses the antimeridian. Its longitudes are
 unwrapped into one continuous run, the polygon is cut at every odd multiple of 180 (shapely),
 each piece is shifted back into [-180, 180] and filled on its own, and the cells are united.
-Longitudes of exactly ±180 are pulled ``_EPS`` (≈1 cm) inward, because H3 fill misreads
-edges lying on the antimeridian, and no edge handed to H3 spans more than 90° of longitude
-(H3 reads an edge wider than 180° as an antimeridian crossing).
+Longitudes of exactly ±180 are pulled ``_EPS`` (≈1 cm) inward, as exact ±180 boundaries are
+a known source of wrong H3 fills (a defence: H3 4.5 filled our ±180 test boxes right), and no
+edge handed to H3 spans more than 90° of longitude (H3 reads an edge wider than 180° as an
+antimeridian crossing). A cell just across the cut is still found through its vertices.
 
 Poles
 -----
 H3 polygon fill fails or returns nothing for polygons containing a pole (h3 issues #945,
 #1000, #1051; h3-py #202, #285), and near a pole its straight-edged test adds the pole's cell
-to footprints well clear of it (a quarter of the footprints above 80° at resolution 1). So:
+to footprints well clear of it (one footprint in five above 80° at resolution 1) and misses
+cells they do overlap. So:
 
 * A ring whose unwrapped longitudes wind through ±360° encloses a pole (the one on the side
   of its mean latitude). It stands for the *cap* between the ring and that pole: in (lon, lat)
   the region under the ring up to latitude ±90.
-* Every footprint reaching within 3° of the pole's own cell (``_POLAR_ZONE``: |lat| ≥ 79.5° at
-  resolution 1), caps included, is not filled by H3: its cells are found by a breadth-first
-  walk over grid neighbours from its vertex cells (and, for a cap, the pole's cell
-  ``latlng_to_cell(±90, 0, res)``), keeping each cell whose true boundary — densified along
-  its great-circle edges, the pole's cell as its own cap — intersects the footprint (shapely).
+* Every footprint reaching within 3° of latitude of the pole's own cell (``_POLAR_ZONE``:
+  |lat| ≥ 79.5° at resolution 1, 84.6° at resolution 2), caps included, is not filled by H3.
+  Its cells are found by a breadth-first walk over grid neighbours from its vertex cells
+  (and, for a cap, the pole's cell ``latlng_to_cell(±90, 0, res)``), keeping each cell whose
+  true boundary — densified along its great-circle edges, the pole's cell as its own cap —
+  intersects the footprint (shapely).
   The area is connected and the seeds lie in it, so the walk finds every overlapped cell.
 
 Known limits
 ------------
 * Cell edges are great-circle arcs; H3's fill (a) tests overlap against straight lat/lng
   edges. Outside the polar zone it may add a cell the footprint only approaches (measured at
-  resolution 1: ~1 footprint in 300 overall, 3 % at 70–80° latitude, within ~0.1° of the
+  resolution 1: ~1 % of footprints below 80°, 3 % at 70–80°, always within ~0.25° of the
   cell): harmless for queries, the item is stored in one more partition. A cell is missed
   only if the footprint enters it through the sliver between H3's straight edge and the arc,
   with no vertex or edge sample inside.
@@ -66,8 +69,9 @@ Known limits
 * Points are their cells; (Multi)LineStrings are covered by their vertices and by points
   sampled every eighth of a cell edge along their segments, so a line clipping a cell corner
   by less than that can be missed.
-* Cost (resolution 1): ~85 µs for H3's fill plus ~15 µs of our own per ordinary footprint;
-  a polar-zone footprint costs a few hundred µs (shapely), a polar cap about a millisecond.
+* Cost at resolution 1 (CPU per footprint): ordinary ~105 µs, of which ~85 µs is H3's fill;
+  polar zone ~80 µs once the bounded cell cache is warm; a polar cap ~350 µs. The walk grows
+  with the number of cells covered, so fine resolutions near the poles cost milliseconds.
 """
 
 from __future__ import annotations
@@ -79,6 +83,7 @@ from typing import Any
 
 import h3.api.basic_int as h3
 import shapely
+from h3 import H3BaseException
 from shapely import affinity
 from shapely.geometry import Polygon, box
 
@@ -260,16 +265,21 @@ def _add_polygon(raw_rings: Any, res: int, out: set[int]) -> None:
         if len(exterior) < 3:
             return  # degenerate: its vertices and edge samples are all it covers
     if polar:
-        out.update(_polar_cells(exterior, unwrapped, winding, holes, res))
-    elif all(-180.0 < lon < 180.0 for lon in unwrapped) and all(_is_plain(h) for h in holes):
-        # The common case: no antimeridian, no pole; straight to H3.
-        shape = h3.LatLngPoly(
-            [(lat, lon) for lon, lat in exterior],
-            *[[(lat, lon) for lon, lat in hole] for hole in holes],
-        )
-        out.update(h3.h3shape_to_cells_experimental(shape, res, contain="overlap"))
-    else:
-        _fill_folded(_split_polygon(exterior, unwrapped, holes), res, out)
+        out.update(_walked_cells(exterior, unwrapped, winding, holes, res))
+        return
+    try:
+        if all(-180.0 < lon < 180.0 for lon in unwrapped) and all(_is_plain(h) for h in holes):
+            # The common case: no antimeridian, no pole; straight to H3.
+            shape = h3.LatLngPoly(
+                [(lat, lon) for lon, lat in exterior],
+                *[[(lat, lon) for lon, lat in hole] for hole in holes],
+            )
+            out.update(h3.h3shape_to_cells_experimental(shape, res, contain="overlap"))
+        else:
+            _fill_folded(_split_polygon(exterior, unwrapped, holes), res, out)
+    except H3BaseException:
+        # H3 refused the shape (an odd self-crossing ring...): walk the true cells instead.
+        out.update(_walked_cells(exterior, unwrapped, winding, holes, res))
 
 
 def _open_ring(ring: list[Position]) -> list[Position]:
@@ -375,14 +385,14 @@ def _h3_loop(coords: Iterable[tuple[float, ...]]) -> list[tuple[float, float]]:
 # --- near the poles -------------------------------------------------------------------------
 
 
-def _polar_cells(
+def _walked_cells(
     exterior: list[Position],
     unwrapped: list[float],
     winding: int,
     holes: list[list[Position]],
     res: int,
 ) -> set[int]:
-    """Cells of a polygon in the polar zone, by walking the true cells (see module doc)."""
+    """Cells of a polygon found by walking the true cells (the polar zone, see module doc)."""
     seeds = {h3.latlng_to_cell(lat, lon, res) for lon, lat in exterior}
     if winding:
         lats = [lat for _lon, lat in exterior]

@@ -1,15 +1,15 @@
 """Keep the hash index in step with the Iceberg table.
 
 The index file records, in its Parquet metadata, which table (UUID) and which data
-sequence number it reflects. Syncing reads the ``id`` column of only the files registered
-after that point and merges their hashes in. Because the index follows the table, a run
-killed between registration and the index update heals on the next sync: nothing is
-registered without eventually being indexed, and nothing indexed without being registered.
+sequence number it reflects. Syncing merges in the ids of only the files registered after
+that point. Because the index follows the table, a run killed between registration and the
+index update heals on the next sync: nothing is registered without eventually being
+indexed, and nothing is indexed before it is registered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -18,7 +18,6 @@ from pyiceberg.table import Table
 
 from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.hash_index import (
-    HashIndex,
     hash_ids,
     load_hash_index,
     read_index_state,
@@ -43,15 +42,23 @@ class HashSync:
 
 
 def files_added_since(table: Table, sequence_number: int) -> list[str]:
-    """Live data files of the table whose data sequence number is above ``sequence_number``."""
-    if table.current_snapshot() is None:
+    """Live data files of the table added with a data sequence number above the given one.
+
+    Only manifests written after that sequence number are opened, so the cost follows the
+    size of the change, not of the table.
+    """
+    snapshot = table.current_snapshot()
+    if snapshot is None:
         return []
-    entries = table.inspect.entries().select(["sequence_number", "data_file"])
-    sequence = entries["sequence_number"].to_pylist()
-    paths = [df["file_path"] for df in entries["data_file"].to_pylist()]
-    return [
-        p for p, s in zip(paths, sequence, strict=True) if s is not None and s > sequence_number
-    ]
+    io = table.io
+    paths: list[str] = []
+    for manifest in snapshot.manifests(io):
+        if manifest.sequence_number is not None and manifest.sequence_number <= sequence_number:
+            continue
+        for entry in manifest.fetch_manifest_entry(io, discard_deleted=True):
+            if entry.sequence_number is None or entry.sequence_number > sequence_number:
+                paths.append(entry.data_file.file_path)
+    return paths
 
 
 def read_ids(uris: Iterable[str], threads: int = 8) -> pa.Array:
@@ -64,13 +71,22 @@ def read_ids(uris: Iterable[str], threads: int = 8) -> pa.Array:
     return pa.concat_tables(tables)["id"].combine_chunks()
 
 
-def sync_hash_index(table: Table, index_uri: str) -> HashSync:
-    """Merge into the index the ids of every file registered since it was last synced."""
+def sync_hash_index(
+    table: Table, index_uri: str, *, known_ids: Mapping[str, pa.Array] | None = None
+) -> HashSync:
+    """Merge into the index the ids of every file registered since it was last synced.
+
+    ``known_ids`` maps files the caller has just written to their ids, which saves reading
+    them back; any other file is read.
+    """
+    known_ids = known_ids or {}
     index, state = load_hash_index(index_uri), read_index_state(index_uri)
     same_table = state.get(TABLE_UUID_KEY) == str(table.metadata.table_uuid)
     since = int(state.get(SEQUENCE_KEY, 0)) if same_table else -1
     files = files_added_since(table, since)
-    merged: HashIndex = index.merge(hash_ids(read_ids(files))) if files else index
+    unknown = [uri for uri in files if uri not in known_ids]
+    ids = [read_ids(unknown), *(known_ids[uri] for uri in files if uri in known_ids)]
+    merged = index.merge(hash_ids(pa.concat_arrays(ids))) if files else index
     current = table.metadata.last_sequence_number
     if files or not same_table or since != current:
         write_hash_index(
@@ -78,4 +94,4 @@ def sync_hash_index(table: Table, index_uri: str) -> HashSync:
             index_uri,
             state={TABLE_UUID_KEY: str(table.metadata.table_uuid), SEQUENCE_KEY: str(current)},
         )
-    return HashSync(before=len(index), after=len(merged), files_read=len(files))
+    return HashSync(before=len(index), after=len(merged), files_read=len(unknown))

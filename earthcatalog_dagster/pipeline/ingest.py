@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -165,7 +164,7 @@ def ingest(
         index = load_hash_index(cfg.warehouse_hash)
     summary.hashes_before = summary.hashes_after = len(index)
 
-    buckets: dict[BucketKey, list[pa.Table]] = defaultdict(list)
+    exploded: list[pa.Table] = []
     outcomes: list[pa.Table] = []
     seen_keys: set[str] = set()  # keys only, bounded by one inventory; guards repeated rows
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch") as fetcher:
@@ -187,13 +186,13 @@ def ingest(
                 fetch_objects, batch, source_root=cfg.source_root, concurrency=fetch_concurrency
             )
             if pending is not None:
-                _process(pending, resolution, buckets, outcomes, summary)
+                _process(pending, resolution, exploded, outcomes, summary)
             pending = upcoming
         if pending is not None:
-            _process(pending, resolution, buckets, outcomes, summary)
+            _process(pending, resolution, exploded, outcomes, summary)
 
     with _Timer(summary, "write"):
-        written = _write_buckets(buckets, cfg.warehouse, token, table, compact_rows, summary)
+        written = _write_buckets(exploded, cfg.warehouse, token, table, compact_rows, summary)
     with _Timer(summary, "register"):
         if resolved == "full":
             listing = [o.uri for o in storage.list_objects(cfg.warehouse, suffix=".parquet")]
@@ -206,12 +205,12 @@ def ingest(
                 hash_index_path=cfg.warehouse_hash,
             )
         else:
-            registration = iceberg.register_files(table, written)
+            registration = iceberg.register_files(table, list(written))
         summary.files_registered = registration.added
         summary.snapshot_id = registration.snapshot_id
     if update_hash_index:
         with _Timer(summary, "hash_index"):
-            synced = sync_hash_index(table, cfg.warehouse_hash)
+            synced = sync_hash_index(table, cfg.warehouse_hash, known_ids=written)
             summary.hashes_after = synced.after
     summary.outcomes_uri = _record_outcomes(outcomes, cfg.staging, token)
     log.info("ingest summary: %s", summary.as_dict())
@@ -274,7 +273,7 @@ def _ids_of_keys(keys: pa.ChunkedArray) -> pa.Array:
 def _process(
     pending: Future,
     resolution: int,
-    buckets: dict[BucketKey, list[pa.Table]],
+    exploded: list[pa.Table],
     outcomes: list[pa.Table],
     summary: IngestSummary,
 ) -> None:
@@ -288,37 +287,39 @@ def _process(
     summary.rejected += len(parsed.rejects)
     summary.items_written += parsed.table.num_rows
     with _Timer(summary, "fan_out"):
-        rows = explode_to_cells(parsed, resolution)
-        for key, bucket in split_buckets(rows):
-            buckets[key].append(bucket)
+        exploded.append(explode_to_cells(parsed, resolution))
     outcomes.append(outcome_table(parsed.rejects, fetched.missing, fetched.failed))
 
 
 def _write_buckets(
-    buckets: dict[BucketKey, list[pa.Table]],
+    exploded: list[pa.Table],
     warehouse: str,
     token: str,
     table: Any,
     compact_rows: int,
     summary: IngestSummary,
-) -> list[str]:
+) -> dict[str, pa.Array]:
+    """Write every (cell, year) bucket; returns each written file's ids."""
     registered = iceberg.registered_files(table) if table is not None else set()
+    rows = pa.concat_tables(exploded) if exploded else None
     jobs: list[tuple[str, pa.Table]] = []
-    for (cell, year), parts in sorted(buckets.items()):
-        rows = dedupe_latest(pa.concat_tables(parts))
+    keys: list[BucketKey] = []
+    for (cell, year), bucket in split_buckets(rows) if rows is not None else ():
+        bucket = dedupe_latest(bucket)
+        keys.append((cell, year))
         sequence = _first_free_sequence(warehouse, cell, year, token, registered)
-        for offset in range(0, rows.num_rows, compact_rows):
+        for offset in range(0, bucket.num_rows, compact_rows):
             uri = layout.warehouse_file(warehouse, cell, year, token, sequence)
-            jobs.append((uri, rows.slice(offset, compact_rows)))
+            jobs.append((uri, bucket.slice(offset, compact_rows)))
             sequence += 1
-        summary.rows_written += rows.num_rows
+        summary.rows_written += bucket.num_rows
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="write") as pool:
         sizes = list(pool.map(lambda job: write_geoparquet(job[1], job[0]), jobs))
     summary.files_written = len(jobs)
     summary.bytes_written = sum(sizes)
-    summary.cells = len({cell for cell, _ in buckets})
-    summary.years = sorted({year for _, year in buckets})
-    return [uri for uri, _ in jobs]
+    summary.cells = len({cell for cell, _ in keys})
+    summary.years = sorted({year for _, year in keys})
+    return {uri: part["id"].combine_chunks() for uri, part in jobs}
 
 
 def _first_free_sequence(

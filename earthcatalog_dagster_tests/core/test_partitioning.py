@@ -387,6 +387,20 @@ def test_h3_overlap_miss_is_repaired_by_vertex_cells():
     assert "8104bffffffffff" in oracle(geometry)
 
 
+def test_h3_refusing_a_shape_falls_back_to_the_walk(monkeypatch):
+    from earthcatalog_dagster.core import partitioning
+
+    def refuse(*_args, **_kwargs):
+        raise h3.H3FailedError("refused")
+
+    geometry = footprint(61.0, -147.0, 300.0, 250.0, 25.0)
+    monkeypatch.setattr(partitioning.h3, "h3shape_to_cells_experimental", refuse)
+    assert set(cells_for_geometry(geometry)) == oracle(geometry)
+    assert set(cells_for_geometry(_crossing_ring(wrapped=True))) == oracle(
+        _crossing_ring(wrapped=True)
+    )
+
+
 def test_polygon_with_a_hole():
     inner_cell = h3.latlng_to_cell(30.0, 60.0, 2)
     lat, lon = h3.cell_to_latlng(inner_cell)

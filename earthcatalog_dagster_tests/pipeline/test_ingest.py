@@ -100,11 +100,11 @@ def test_run_killed_before_hash_index_update_heals_on_rerun(home, monkeypatch) -
     real_sync = ingest_module.sync_hash_index
     calls = {"n": 0}
 
-    def dies_after_registering(table, uri):
+    def dies_after_registering(table, uri, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:  # the sync after registration: the process "dies" here
             raise SystemExit("killed")
-        return real_sync(table, uri)
+        return real_sync(table, uri, **kwargs)
 
     monkeypatch.setattr(ingest_module, "sync_hash_index", dies_after_registering)
     with pytest.raises(SystemExit):

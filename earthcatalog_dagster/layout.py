@@ -72,6 +72,54 @@ def staging_for(staging_root: str, date: dt.date | str) -> str:
     return join(staging_root, f"delta_{date_key(date)}")
 
 
+def chunk_file(staging_dir: str, number: int) -> str:
+    return join(staging_dir, "chunks", f"chunk_{number:06d}.parquet")
+
+
+def chunk_plan(staging_dir: str) -> str:
+    """Written last by Phase 1: the list of chunks, so a half-written set is never reused."""
+    return join(staging_dir, "chunks", "_plan.json")
+
+
+def ndjson_dir(staging_dir: str) -> str:
+    return join(staging_dir, "staging")
+
+
+def ndjson_file(staging_dir: str, cell: str, year: int | str | None, number: int) -> str:
+    year_label = NO_YEAR if year is None else year
+    return join(ndjson_dir(staging_dir), cell, str(year_label), f"chunk_{number:06d}.ndjson")
+
+
+def parse_ndjson_file(uri: str) -> tuple[str, str] | None:
+    """``(cell, year)`` of an NDJSON staging file URI, or ``None``."""
+    parts = uri.rstrip("/").split("/")
+    if len(parts) < 4 or parts[-4] != "staging" or not parts[-1].endswith(".ndjson"):
+        return None
+    return parts[-3], parts[-2]
+
+
+def chunk_marker(staging_dir: str, number: int) -> str:
+    return join(staging_dir, "markers", f"chunk_{number:06d}.json")
+
+
+def bucket_marker(staging_dir: str, cell: str, year: str) -> str:
+    return join(staging_dir, "compacted", f"{cell}__{year}.json")
+
+
+def pending_chunk(staging_dir: str, number: int) -> str:
+    """Keys of a chunk that failed past their retries, with the errors: retryable."""
+    return join(staging_dir, "pending_chunks", f"chunk_{number:06d}.parquet")
+
+
+def rejects_file(staging_dir: str, number: int) -> str:
+    return join(staging_dir, "rejects", f"chunk_{number:06d}.parquet")
+
+
+def asset_descriptor(staging_dir: str, asset: str) -> str:
+    """The small JSON an asset returns, stored by the staging IO manager."""
+    return join(staging_dir, f"{asset}.json")
+
+
 # --- warehouse ------------------------------------------------------------------------------
 
 

@@ -42,6 +42,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from earthcatalog_dagster import layout
@@ -98,6 +99,7 @@ _R = 6_371_008.8  # mean Earth radius (m): spherical projections are plenty for 
 _DEG = 111_195.0  # metres per degree of great-circle arc
 _UTC = dt.UTC
 _EPOCH_FLOOR = dt.date(1985, 1, 1)
+RECENT_SHARE = 0.9  # share of a day's new pairs acquired in the two years before it
 _LATEST = dt.date(2026, 12, 31)
 _UINTS = 64  # uniform draws per make_item call (one numpy call per item keeps it fast)
 _WRITE_WORKERS = 8  # small objects on a local disk: more threads only fight for the GIL
@@ -490,7 +492,12 @@ def _pool(polar: bool, on: dt.date | None, latest: dt.date | None) -> tuple[str,
 
 
 def _acquisitions(
-    draw: _Draws, lat: float, lon: float, when: dt.datetime | None, before: dt.date | None
+    draw: _Draws,
+    lat: float,
+    lon: float,
+    when: dt.datetime | None,
+    before: dt.date | None,
+    after: dt.date | None = None,
 ) -> tuple[Mission, Mission, dt.datetime, dt.datetime, int]:
     """Missions of both scenes, both acquisition times, and the whole days between them."""
     polar = abs(lat) > 82.0
@@ -514,6 +521,8 @@ def _acquisitions(
 
     first = max(mission.first, _EPOCH_FLOOR)
     last = min(mission.last, latest)
+    if after is not None and after < last:
+        first = max(first, after)
     span = (last - first).days
     days = min(days, max(base, span - 1))
     start_day = first + dt.timedelta(days=draw.integer(0, max(0, span - days)))
@@ -567,6 +576,7 @@ def make_item(
     antimeridian: bool = False,
     created: dt.datetime | None = None,
     before: dt.date | None = None,
+    after: dt.date | None = None,
 ) -> dict[str, Any]:
     """One ITS_LIVE STAC 1.1 item, every field as ``ITSLIVE.md`` describes it.
 
@@ -576,7 +586,8 @@ def make_item(
     forces a footprint across ±180°. ``when`` fixes the pair's mid date (``datetime``);
     otherwise the pair is drawn within its missions' lifetimes, before ``before`` if given.
     ``created`` (and ``updated``, a few minutes later) default to a processing delay after
-    the second acquisition. Every item has the same keys, so the warehouse schema is stable.
+    the second acquisition. ``after`` keeps the first acquisition after that date (when
+    the mission flew then). Every item has the same keys, so the warehouse schema is stable.
     """
     draw = _Draws(rng)
     reg = _region_for(draw, region, polar, antimeridian)
@@ -584,7 +595,7 @@ def make_item(
     lon_c, lat_c = fp.center
     if when is not None and when.tzinfo is None:
         when = when.replace(tzinfo=_UTC)
-    mission, partner, start, end, days = _acquisitions(draw, lat_c, lon_c, when, before)
+    mission, partner, start, end, days = _acquisitions(draw, lat_c, lon_c, when, before, after)
     mid = start + (end - start) / 2
     ctx = _scene_context(draw, lon_c, lat_c)
     scene_1, frame_1 = _scene(draw, mission, ctx, start)
@@ -810,7 +821,10 @@ def generate_day(
         created = last_modified - dt.timedelta(seconds=draw.uniform(900, 12 * 3600))
         region = specials[i] if i < len(specials) else None
         while True:
-            item = make_item(rng, region=region, created=created, before=before)
+            # Most pairs of a day's delta were acquired in the last two years; a few come
+            # from reprocessing campaigns over the whole archive.
+            after = before - dt.timedelta(days=730) if draw() < RECENT_SHARE else None
+            item = make_item(rng, region=region, created=created, before=before, after=after)
             if item["id"] not in seen:
                 seen.add(item["id"])
                 return item
@@ -920,15 +934,22 @@ def _inventory_columns(refs: pa.Table) -> pa.Table:
 
 def _csv_bytes(table: pa.Table) -> bytes:
     """Headerless, every field quoted, keys URL-encoded, gzip (mtime 0: reproducible)."""
-    out = io.StringIO()
-    for bucket, key, size, modified, etag in zip(
-        *(table.column(i).to_pylist() for i in range(5)), strict=True
-    ):
-        when = (f"{modified:%Y-%m-%dT%H:%M:%S}.{modified.microsecond // 1000:03d}Z"
-                if modified is not None else "")
-        out.write(f'"{bucket}","{urllib.parse.quote(key, safe="/")}","{size}","{when}",'
-                  f'"{etag}"\n')
-    return gzip.compress(out.getvalue().encode(), mtime=0)
+    keys = table.column("key")
+    needs = pc.match_substring_regex(keys, r"[^A-Za-z0-9_.\-~/]")
+    if pc.any(needs).as_py():  # rare: only those keys go through Python
+        keys = pa.array(
+            [urllib.parse.quote(k, safe="/") if n else k
+             for k, n in zip(keys.to_pylist(), needs.to_pylist(), strict=True)],
+            pa.string(),
+        )
+    modified = pc.strftime(table.column("last_modified_date"), format="%Y-%m-%dT%H:%M:%SZ")
+    out = pa.table([table.column("bucket"), keys, table.column("size"), modified,
+                    table.column("e_tag")], names=["Bucket", "Key", "Size", "LastModifiedDate",
+                                                   "ETag"])
+    buf = io.BytesIO()
+    pacsv.write_csv(out, buf, pacsv.WriteOptions(include_header=False,
+                                                 quoting_style="all_valid"))
+    return gzip.compress(buf.getvalue(), mtime=0)
 
 
 def write_inventory(

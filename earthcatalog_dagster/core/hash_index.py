@@ -14,13 +14,14 @@ is only ever converted to and from raw buffers (``np.frombuffer`` / ``pa.py_buff
 never through NumPy scalars, which would strip trailing zero bytes. Every operation is
 vectorised: no Python set or list of 40 M ``bytes`` objects is ever built.
 
-Costs for the ITS_LIVE index (~40 M entries, 640 MB in memory): load ≈ a few seconds,
-membership test of 1 M keys < 1 s, merging a daily delta is one O(n) copy (``np.insert``
-at ``searchsorted`` positions, no re-sort), peak memory ≈ 2-3x the index size. See
-``benchmarks/bench_hash_index.py``.
+Costs for the ITS_LIVE index (~40 M entries, 640 MB in memory, 594 MB file) on 2 cores:
+load ≈ 2 s, anti-join of 1 M keys < 1 s, merging a daily delta one O(n) copy (``np.insert``
+at ``searchsorted`` positions, no re-sort), write ≈ 4 s; peak memory ≈ 2.3x the index
+(load + merge + write ≈ 1.5 GB). See ``benchmarks/bench_hash_index.py``.
 
 Storage goes through :mod:`earthcatalog_dagster.core.storage` (``read_bytes`` and
-``write_bytes``), so the URI may be a local path or ``s3://``. The read-modify-write of
+``write_bytes``; ``open_input`` for footer-only reads), so the URI may be a local path or
+``s3://``. The read-modify-write of
 :func:`merge_ids_into_index` is not atomic against a concurrent writer: callers serialise
 it (the pipeline runs it under the catalog lock).
 """

@@ -56,6 +56,7 @@ class ParsedItems:
     geometries: list[dict[str, Any] | None]
     keys: list[str]
     rejects: list[Reject]
+    items: list[dict[str, Any]]
 
 
 class _Rejected(Exception):
@@ -73,8 +74,15 @@ def parse_items(bodies: Sequence[bytes], keys: Sequence[str]) -> ParsedItems:
             item_keys.append(key)
         except _Rejected as exc:
             rejects.append(Reject(key, str(exc)))
-    table, geometries, kept, more_rejects = items_to_table(items, item_keys)
-    return ParsedItems(table, geometries, kept, rejects + more_rejects)
+    return parse_decoded(items, item_keys, rejects)
+
+
+def parse_decoded(
+    items: Sequence[dict[str, Any]], keys: Sequence[str], rejects: list[Reject] | None = None
+) -> ParsedItems:
+    """Validate and coerce already decoded items (e.g. NDJSON lines) into warehouse rows."""
+    table, geometries, kept, more_rejects, kept_items = _items_to_table(items, keys)
+    return ParsedItems(table, geometries, kept, (rejects or []) + more_rejects, kept_items)
 
 
 def _decode(body: bytes) -> dict[str, Any]:
@@ -98,14 +106,13 @@ def _decode(body: bytes) -> dict[str, Any]:
     return item
 
 
-def items_to_table(
-    items: Sequence[dict[str, Any]], keys: Sequence[str] | None = None
-) -> tuple[pa.Table, list[dict[str, Any] | None], list[str], list[Reject]]:
-    """Arrow rows for already decoded items: ``(table, geometries, kept keys, rejects)``."""
-    keys = list(keys) if keys is not None else [str(i.get("id")) for i in items]
+def _items_to_table(
+    items: Sequence[dict[str, Any]], keys: Sequence[str]
+) -> tuple[pa.Table, list[dict[str, Any] | None], list[str], list[Reject], list[dict[str, Any]]]:
     columns: dict[str, list[Any]] = {name: [] for name in ITEM_SCHEMA.names}
     geometries: list[dict[str, Any] | None] = []
     kept: list[str] = []
+    kept_items: list[dict[str, Any]] = []
     rejects: list[Reject] = []
     for item, key in zip(items, keys, strict=True):
         try:
@@ -117,6 +124,7 @@ def items_to_table(
             columns[name].append(value)
         geometries.append(item.get("geometry"))
         kept.append(key)
+        kept_items.append(item)
 
     table, bad_rows = _build_table(columns)
     if bad_rows:
@@ -125,7 +133,8 @@ def items_to_table(
         table = table.take(pa.array(keep, type=pa.int64()))
         geometries = [geometries[i] for i in keep]
         kept = [kept[i] for i in keep]
-    return table, geometries, kept, rejects
+        kept_items = [kept_items[i] for i in keep]
+    return table, geometries, kept, rejects, kept_items
 
 
 def _row(item: dict[str, Any]) -> dict[str, Any]:

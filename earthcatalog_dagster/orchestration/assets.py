@@ -1,0 +1,471 @@
+"""The six daily-partitioned assets of group ``ingest``, thin over the pipeline phases.
+
+delta_inventory → staged_chunks → ndjson_items → warehouse_parquets → iceberg_table →
+hash_index. Partition key D is the delta date; every file of D's run lives under
+``<staging>/delta_D/``. Each asset returns a small descriptor (stored by the staging IO
+manager) and reports metadata a person reads at a glance.
+"""
+
+import functools
+import time
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    Config,
+    Failure,
+    MetadataValue,
+    Output,
+    asset,
+)
+from pydantic import Field
+
+from earthcatalog_dagster import layout
+from earthcatalog_dagster.core import catalog as iceberg
+from earthcatalog_dagster.core import storage
+from earthcatalog_dagster.core.hash_index import hash_ids, load_hash_index
+from earthcatalog_dagster.orchestration.partitions import backfill_policy, daily_partitions
+from earthcatalog_dagster.orchestration.resources import DaskCompute, IcebergCatalog, StorageRoots
+from earthcatalog_dagster.pipeline import phases
+from earthcatalog_dagster.pipeline.hash_sync import read_ids, sync_hash_index
+
+GROUP = "ingest"
+ICEBERG_POOL = "iceberg_commit"
+
+_COMMON: dict[str, Any] = {
+    "partitions_def": daily_partitions,
+    "backfill_policy": backfill_policy,
+    "group_name": GROUP,
+    "io_manager_key": "staging_io_manager",
+}
+
+
+class DeltaConfig(Config):
+    """Where the day's S3 Inventory manifest is, when no pending delta exists yet."""
+
+    manifest_template: str = Field(
+        default="{inventory}/{date}T01-00Z/manifest.json",
+        description="Manifest path; {inventory} is the inventory root, {date} the delta date",
+    )
+    since: str | None = Field(default=None, description="Only rows modified on/after this")
+
+
+class ChunkConfig(Config):
+    """The operators' chunking inputs."""
+
+    chunk_size: int = Field(default=10_000, description="Items per chunk")
+    limit: int | None = Field(default=None, description="Stop after this many items (smoke)")
+    since: str | None = Field(default=None, description="Only rows modified on/after this")
+
+
+class ComputeConfig(Config):
+    """Where this run's tasks run; unset fields take the ``compute`` resource's values."""
+
+    scheduler: str | None = Field(default=None, description="local | synchronous | address")
+    workers: int | None = Field(default=None, description="Dask workers (local scheduler)")
+    fetch_concurrency: int = Field(default=256, description="Concurrent GETs per task")
+    compact_rows: int = Field(default=200_000, description="Maximum rows per warehouse file")
+
+
+def _staging(roots: StorageRoots, context: AssetExecutionContext) -> str:
+    return layout.staging_for(roots.settings().staging, context.partition_key)
+
+
+def _seconds(start: float) -> float:
+    return round(time.perf_counter() - start, 3)
+
+
+@asset(
+    **_COMMON,
+    description=(
+        "The day's delta: `delta/pending/delta_D.parquet` (bucket, key, id_hash) if it exists; "
+        "otherwise built from the S3 Inventory of D, anti-joined against the hash index."
+    ),
+)
+def delta_inventory(
+    context: AssetExecutionContext, config: DeltaConfig, roots: StorageRoots
+) -> Output[dict[str, Any]]:
+    start = time.perf_counter()
+    cfg = roots.settings()
+    date = context.partition_key
+    delta_uri = layout.delta_pending(cfg.delta_prefix, date)
+    if storage.exists(delta_uri):
+        rows = storage.read_parquet(delta_uri, columns=["key"]).num_rows
+        descriptor = {"delta": delta_uri, "rows": rows, "source": "pending delta"}
+        source_rows, already = rows, 0
+    else:
+        manifest = config.manifest_template.format(inventory=cfg.inventory, date=date)
+        if not storage.exists(manifest):
+            raise Failure(
+                description=(
+                    f"No delta for {date}: neither the pending delta {delta_uri} (written by "
+                    f"the daily delta job) nor the S3 Inventory manifest {manifest} exists."
+                ),
+                metadata={"delta": delta_uri, "manifest": manifest},
+            )
+        result = phases.make_delta(
+            manifest, delta_uri, hash_index_uri=cfg.warehouse_hash, since=config.since
+        )
+        descriptor = {"delta": delta_uri, "rows": result.rows, "source": manifest}
+        source_rows, already = result.source_rows, result.already_ingested
+    return Output(
+        descriptor,
+        metadata={
+            "delta": MetadataValue.path(delta_uri),
+            "source": descriptor["source"],
+            "rows in": source_rows,
+            "already ingested": already,
+            "rows out": descriptor["rows"],
+            "duration s": _seconds(start),
+        },
+    )
+
+
+@asset(
+    **_COMMON,
+    description="The delta split into `chunk_NNNNNN.parquet` files of `chunk_size` rows.",
+)
+def staged_chunks(
+    context: AssetExecutionContext,
+    config: ChunkConfig,
+    roots: StorageRoots,
+    delta_inventory: dict[str, Any],
+) -> Output[dict[str, Any]]:
+    start = time.perf_counter()
+    plan = phases.write_chunks(
+        delta_inventory["delta"],
+        _staging(roots, context),
+        chunk_size=config.chunk_size,
+        since=config.since,
+        limit=config.limit,
+    )
+    return Output(
+        {"chunks": plan.chunks, "rows": plan.rows, "chunk_size": plan.chunk_size},
+        metadata={
+            "rows in": delta_inventory["rows"],
+            "rows out": plan.rows,
+            "chunks": len(plan.chunks),
+            "reused from an earlier attempt": plan.reused,
+            "duration s": _seconds(start),
+        },
+    )
+
+
+@asset(
+    **_COMMON,
+    description=(
+        "Per chunk (one Dask task each): fetch, fan out to H3 cells, write NDJSON per "
+        "(cell, year); failed keys to `pending_chunks/`, bad items to `rejects/`."
+    ),
+)
+def ndjson_items(
+    context: AssetExecutionContext,
+    config: ComputeConfig,
+    roots: StorageRoots,
+    catalog: IcebergCatalog,
+    compute: DaskCompute,
+    staged_chunks: dict[str, Any],
+) -> Output[dict[str, Any]]:
+    start = time.perf_counter()
+    cfg = roots.settings()
+    task = functools.partial(
+        phases.ingest_chunk,
+        staging_dir=_staging(roots, context),
+        source_root=cfg.source_root,
+        resolution=catalog.resolution(cfg),
+        fetch_concurrency=config.fetch_concurrency,
+    )
+    results = compute.map(
+        task, staged_chunks["chunks"], scheduler=config.scheduler, workers=config.workers
+    )
+    buckets = sorted({(cell, year) for r in results for cell, year, _ in r.buckets})
+    totals = {
+        name: sum(getattr(r, name) for r in results)
+        for name in ("rows", "fetched", "missing", "failed", "rejected", "items", "rows_out")
+    }
+    descriptor = {"buckets": [list(b) for b in buckets], **totals}
+    return Output(
+        descriptor,
+        metadata={
+            "rows in": totals["rows"],
+            "items fetched": totals["fetched"],
+            "items missing (404)": totals["missing"],
+            "items failed (pending retry)": totals["failed"],
+            "items rejected": totals["rejected"],
+            "items staged": totals["items"],
+            "rows out (item × cell)": totals["rows_out"],
+            "average fan-out": round(totals["rows_out"] / totals["items"], 3)
+            if totals["items"]
+            else 0.0,
+            "cells": len({cell for cell, _ in buckets}),
+            "years": ", ".join(sorted({year for _, year in buckets})) or "none",
+            "chunks skipped (already done)": sum(r.skipped for r in results),
+            "duration s": _seconds(start),
+        },
+    )
+
+
+@asset(
+    **_COMMON,
+    description=(
+        "Per (cell, year) (one Dask task each): NDJSON deduplicated by id (latest `updated` "
+        "wins) and written as GeoParquet under deterministic names in the warehouse."
+    ),
+    check_specs=[
+        AssetCheckSpec(
+            "files_match_their_bucket",
+            asset="warehouse_parquets",
+            blocking=True,
+            description="Every new file holds exactly one (cell, year), the one its path names",
+        ),
+        AssetCheckSpec(
+            "no_duplicate_rows",
+            asset="warehouse_parquets",
+            blocking=True,
+            description="No (id, grid_partition) twice among the new rows or against the table",
+        ),
+        AssetCheckSpec(
+            "delta_accounted_for",
+            asset="warehouse_parquets",
+            description="Every id of the delta is in the new files, in rejects or pending",
+        ),
+    ],
+)
+def warehouse_parquets(
+    context: AssetExecutionContext,
+    config: ComputeConfig,
+    roots: StorageRoots,
+    catalog: IcebergCatalog,
+    compute: DaskCompute,
+    ndjson_items: dict[str, Any],
+):
+    start = time.perf_counter()
+    cfg = roots.settings()
+    staging = _staging(roots, context)
+    table = catalog.load_table(cfg)
+    registered = frozenset(iceberg.registered_files(table)) if table is not None else frozenset()
+    task = functools.partial(
+        _compact,
+        staging_dir=staging,
+        warehouse=cfg.warehouse,
+        token=context.partition_key,
+        registered=registered,
+        compact_rows=config.compact_rows,
+    )
+    results = compute.map(
+        task,
+        [tuple(b) for b in ndjson_items["buckets"]],
+        scheduler=config.scheduler,
+        workers=config.workers,
+    )
+    files = [f for r in results for f in r.files]
+    rows = sum(r.rows for r in results)
+    yield Output(
+        {"files": files, "rows": rows},
+        metadata={
+            "rows in (item × cell)": ndjson_items["rows_out"],
+            "rows out": rows,
+            "duplicates dropped": sum(r.duplicates_dropped for r in results),
+            "files written": len(files),
+            "bytes written": sum(r.bytes for r in results),
+            "buckets": len(results),
+            "buckets skipped (already done)": sum(r.skipped for r in results),
+            "duration s": _seconds(start),
+        },
+    )
+    yield from _warehouse_checks(files, staging, cfg.warehouse_hash, ndjson_items)
+
+
+def _compact(bucket: tuple[str, str], **kwargs: Any) -> phases.BucketResult:
+    cell, year = bucket
+    return phases.compact_bucket(kwargs.pop("staging_dir"), cell, year, **kwargs)
+
+
+def _warehouse_checks(files: list[str], staging: str, hash_index_uri: str, ndjson: dict[str, Any]):
+    parts = [_file_rows(uri) for uri in files]
+    mismatched = []
+    for uri, rows in zip(files, parts, strict=True):
+        cell, year = layout.parse_warehouse_file(uri) or ("?", "?")
+        cells = set(pc.unique(rows["grid_partition"]).to_pylist())
+        years = {
+            str(y) if y is not None else layout.NO_YEAR
+            for y in pc.unique(pc.year(rows["datetime"])).to_pylist()
+        }
+        if cells != {cell} or years != {year}:
+            mismatched.append(f"{uri}: cells {sorted(cells)}, years {sorted(years)}")
+    yield AssetCheckResult(
+        check_name="files_match_their_bucket",
+        passed=not mismatched,
+        metadata={"files checked": len(files), "mismatched": "\n".join(mismatched[:20])},
+    )
+
+    new = pa.concat_tables(parts) if parts else None
+    pairs = new.num_rows if new is not None else 0
+    distinct = (
+        pc.count_distinct(
+            pc.binary_join_element_wise(new["id"], new["grid_partition"], "\x00")
+        ).as_py()
+        if new is not None
+        else 0
+    )
+    ids = pc.unique(new["id"]) if new is not None else pa.array([], pa.string())
+    index = load_hash_index(hash_index_uri)
+    already = int(index.contains(hash_ids(ids)).sum()) if len(ids) else 0
+    yield AssetCheckResult(
+        check_name="no_duplicate_rows",
+        passed=distinct == pairs and already == 0,
+        metadata={
+            "new rows": pairs,
+            "repeated (id, cell) among new rows": pairs - distinct,
+            "new ids already in the table": already,
+        },
+    )
+
+    # Every id of the run's chunks must be in a new file, recorded as rejected/missing or
+    # pending retry, or already in the table (a delta reused after a partial run).
+    chunk_keys = [
+        storage.read_parquet(o.uri, columns=["key"])["key"]
+        for o in storage.list_objects(layout.join(staging, "chunks"), suffix=".parquet")
+    ]
+    recorded = [
+        storage.read_parquet(o.uri, columns=["key"])["key"]
+        for part in ("rejects", "pending_chunks")
+        for o in storage.list_objects(layout.join(staging, part), suffix=".parquet")
+    ]
+    delta_ids = pc.unique(
+        pa.chunked_array([phases.ids_of_keys(k) for k in chunk_keys], pa.string())
+    )
+    known = pa.chunked_array(
+        [ids, *(phases.ids_of_keys(k) for k in recorded)], type=pa.string()
+    ).combine_chunks()
+    unaccounted = delta_ids.filter(pc.invert(pc.is_in(delta_ids, value_set=known)))
+    if len(unaccounted):
+        in_table = index.contains(hash_ids(unaccounted))
+        unaccounted = unaccounted.filter(pa.array(~in_table))
+    counts_add_up = (
+        ndjson["items"] + ndjson["rejected"] + ndjson["missing"] + ndjson["failed"]
+        == ndjson["rows"]
+    )
+    yield AssetCheckResult(
+        check_name="delta_accounted_for",
+        passed=counts_add_up and len(unaccounted) == 0,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "delta ids": len(delta_ids),
+            "in warehouse": ndjson["items"],
+            "rejected": ndjson["rejected"],
+            "missing (404)": ndjson["missing"],
+            "pending retry": ndjson["failed"],
+            "unaccounted": len(unaccounted),
+            "unaccounted sample": ", ".join(unaccounted.slice(0, 5).to_pylist()),
+        },
+    )
+
+
+def _file_rows(uri: str) -> pa.Table:
+    return storage.read_parquet(uri, columns=["id", "grid_partition", "datetime"])
+
+
+@asset(
+    **_COMMON,
+    pool=ICEBERG_POOL,
+    description=(
+        "The new warehouse files registered in `earthcatalog.stac_items` in one snapshot "
+        "(files already registered are skipped). Runs in pool `iceberg_commit`."
+    ),
+)
+def iceberg_table(
+    context: AssetExecutionContext,
+    roots: StorageRoots,
+    catalog: IcebergCatalog,
+    warehouse_parquets: dict[str, Any],
+) -> Output[dict[str, Any]]:
+    start = time.perf_counter()
+    cfg = roots.settings()
+    table = catalog.load_or_create_table(cfg)
+    files_before = len(iceberg.registered_files(table))
+    registration = iceberg.register_files(table, warehouse_parquets["files"])
+    snapshot = table.current_snapshot()
+    descriptor = {
+        "files": warehouse_parquets["files"],
+        "snapshot_id": registration.snapshot_id,
+        "added": registration.added,
+        "skipped": registration.skipped,
+    }
+    return Output(
+        descriptor,
+        metadata={
+            "snapshot id": str(snapshot.snapshot_id) if snapshot else "none",
+            "files registered": registration.added,
+            "files already registered": registration.skipped,
+            "table files before": files_before,
+            "table files after": files_before + registration.added,
+            "duration s": _seconds(start),
+        },
+    )
+
+
+@asset(
+    **_COMMON,
+    pool=ICEBERG_POOL,
+    description=(
+        "The ids of the new files merged into the hash index; then the delta moves from "
+        "`pending/` to `ingested/delta_D.done` and the staging NDJSON is cleaned."
+    ),
+    check_specs=[
+        AssetCheckSpec(
+            "index_holds_new_ids",
+            asset="hash_index",
+            description="The hash index holds every id of the new warehouse files",
+        )
+    ],
+)
+def hash_index(
+    context: AssetExecutionContext,
+    roots: StorageRoots,
+    catalog: IcebergCatalog,
+    iceberg_table: dict[str, Any],
+):
+    start = time.perf_counter()
+    cfg = roots.settings()
+    table = catalog.load_or_create_table(cfg)
+    synced = sync_hash_index(table, cfg.warehouse_hash)
+    date = context.partition_key
+    done = layout.delta_ingested(cfg.delta_prefix, date)
+    storage.move(layout.delta_pending(cfg.delta_prefix, date), done)
+    cleaned = phases.clear_markers(_staging(roots, context))
+    yield Output(
+        {"hashes_before": synced.before, "hashes_after": synced.after},
+        metadata={
+            "hashes before": synced.before,
+            "hashes after": synced.after,
+            "hashes added": synced.added,
+            "files read": synced.files_read,
+            "delta": MetadataValue.path(done),
+            "staging files cleaned": cleaned,
+            "duration s": _seconds(start),
+        },
+    )
+    new_ids = read_ids(iceberg_table["files"])
+    index = load_hash_index(cfg.warehouse_hash)
+    missing = int((~index.contains(hash_ids(new_ids))).sum()) if len(new_ids) else 0
+    yield AssetCheckResult(
+        check_name="index_holds_new_ids",
+        passed=missing == 0,
+        metadata={"ids checked": len(new_ids), "ids missing from the index": missing},
+    )
+
+
+ingest_assets = [
+    delta_inventory,
+    staged_chunks,
+    ndjson_items,
+    warehouse_parquets,
+    iceberg_table,
+    hash_index,
+]

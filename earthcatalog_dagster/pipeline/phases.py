@@ -1,0 +1,360 @@
+"""The staged pipeline as plain functions: the phases the Dagster assets (and the Dask
+bulk path) run.
+
+Phase 1 ``write_chunks`` (head): inventory → ``chunks/chunk_N.parquet`` + a plan file.
+Phase 2 ``ingest_chunk`` (one task per chunk): fetch, parse, fan out, NDJSON per
+(cell, year), rejects and retryable failures recorded, then a completion marker.
+Phase 3 ``compact_bucket`` (one task per (cell, year)): NDJSON → deduplicated GeoParquet
+under deterministic names, then a bucket marker.
+Phase 4 (head): registration and the hash index sync, in :mod:`.catalog` and
+:mod:`.hash_sync`.
+
+Every phase is idempotent: a task whose marker exists returns what it recorded, a task
+killed half-way rewrites the same names on its rerun, so a rerun converges to the catalog
+an uninterrupted run gives. Tasks return small descriptors only; bulk bytes go straight
+to storage.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+
+from earthcatalog_dagster import layout
+from earthcatalog_dagster.core import storage
+from earthcatalog_dagster.core.buckets import dedupe_latest, split_buckets, year_labels
+from earthcatalog_dagster.core.fetch import fetch_objects
+from earthcatalog_dagster.core.geoparquet import write_geoparquet
+from earthcatalog_dagster.core.hash_index import HashIndex, hash_ids, load_hash_index
+from earthcatalog_dagster.core.inventory import iter_inventory
+from earthcatalog_dagster.core.items import parse_decoded, parse_items
+from earthcatalog_dagster.core.partitioning import fan_out
+from earthcatalog_dagster.pipeline.outcomes import outcome_table
+
+DELTA_SCHEMA = pa.schema(
+    [("bucket", pa.string()), ("key", pa.string()), ("id_hash", pa.binary(16))]
+)
+_STAGING_PARTS = ("chunks", "staging", "markers", "compacted", "pending_chunks", "rejects")
+
+
+def ids_of_keys(keys: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Item ids of object keys: the file name without ``.stac.json``, vectorized."""
+    names = pc.replace_substring_regex(keys, pattern=r"^.*/", replacement="")
+    ids = pc.replace_substring_regex(names, pattern=r"\.stac\.json$", replacement="")
+    return ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+
+
+# --- delta --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeltaResult:
+    uri: str
+    source_rows: int
+    rows: int
+    already_ingested: int
+
+
+def make_delta(
+    inventory: str,
+    out_uri: str,
+    *,
+    index: HashIndex | None = None,
+    hash_index_uri: str | None = None,
+    since: datetime | date | str | None = None,
+) -> DeltaResult:
+    """The inventory's ``.stac.json`` rows whose id is not in the hash index, as a delta."""
+    if index is None:
+        index = load_hash_index(hash_index_uri) if hash_index_uri else HashIndex.empty()
+    parts: list[pa.Table] = []
+    source_rows = 0
+    for batch in iter_inventory(inventory, since=since):
+        source_rows += batch.num_rows
+        hashes = hash_ids(ids_of_keys(batch.column("key")))
+        fresh = pa.array(index.missing_mask(hashes))
+        parts.append(
+            pa.table(
+                {"bucket": batch.column("bucket"), "key": batch.column("key"), "id_hash": hashes},
+                schema=DELTA_SCHEMA,
+            ).filter(fresh)
+        )
+    delta = pa.concat_tables(parts) if parts else DELTA_SCHEMA.empty_table()
+    storage.write_parquet(delta, out_uri)
+    return DeltaResult(out_uri, source_rows, delta.num_rows, source_rows - delta.num_rows)
+
+
+# --- phase 1 --------------------------------------------------------------------------------
+
+
+@dataclass
+class ChunkPlan:
+    """The chunks of one run's inventory, and what identifies that inventory."""
+
+    source: str
+    fingerprint: str
+    rows: int
+    chunk_size: int
+    chunks: list[str] = field(default_factory=list)
+    reused: bool = False
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data.pop("reused")
+        return json.dumps(data, indent=1).encode()
+
+
+def inventory_fingerprint(
+    uri: str, since: object = None, limit: int | None = None, chunk_size: int = 0
+) -> str:
+    """Identifies an inventory file's content and the run options that shape chunks."""
+    parent, _, _ = uri.rstrip("/").rpartition("/")
+    match = [o for o in storage.list_objects(parent) if o.uri.rstrip("/") == uri.rstrip("/")]
+    if not match:
+        raise FileNotFoundError(f"inventory not found: {uri}")
+    info = match[0]
+    text = f"{uri}|{info.size}|{info.e_tag}|{info.last_modified}|{since}|{limit}|{chunk_size}"
+    return xxhash.xxh3_64_hexdigest(text.encode())
+
+
+def clear_staging(staging_dir: str, parts: tuple[str, ...] = _STAGING_PARTS) -> int:
+    """Delete the work files of a staging prefix (descriptors are kept); returns the count."""
+    doomed = [
+        o.uri
+        for part in parts
+        for o in storage.list_objects(layout.join(staging_dir, part))
+    ]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(storage.delete, doomed))
+    return len(doomed)
+
+
+def write_chunks(
+    inventory: str,
+    staging_dir: str,
+    *,
+    chunk_size: int = 10_000,
+    since: datetime | date | str | None = None,
+    limit: int | None = None,
+) -> ChunkPlan:
+    """Split the inventory into chunk files; reuse them when the same inventory was chunked.
+
+    The plan file is written last, so a run killed while chunking rewrites the chunks.
+    A different inventory (or options) clears the staging prefix first, so no NDJSON or
+    marker of an earlier plan can leak into this one.
+    """
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be positive, not {chunk_size}")
+    fingerprint = inventory_fingerprint(inventory, since, limit, chunk_size)
+    plan_uri = layout.chunk_plan(staging_dir)
+    if storage.exists(plan_uri):
+        existing = ChunkPlan(**json.loads(storage.read_bytes(plan_uri)))
+        if existing.fingerprint == fingerprint:
+            existing.reused = True
+            return existing
+    clear_staging(staging_dir)
+    return _write_new_chunks(inventory, staging_dir, fingerprint, chunk_size, since, limit)
+
+
+def reuse_chunks(staging_dir: str) -> ChunkPlan:
+    """The plan already in staging (``--skip-inventory`` after a crash)."""
+    plan_uri = layout.chunk_plan(staging_dir)
+    if not storage.exists(plan_uri):
+        raise FileNotFoundError(
+            f"no chunks to reuse: {plan_uri} does not exist (run without --skip-inventory)"
+        )
+    plan = ChunkPlan(**json.loads(storage.read_bytes(plan_uri)))
+    plan.reused = True
+    return plan
+
+
+def _write_new_chunks(
+    inventory: str, staging_dir: str, fingerprint: str, chunk_size: int, since: Any, limit: Any
+) -> ChunkPlan:
+    plan = ChunkPlan(source=inventory, fingerprint=fingerprint, rows=0, chunk_size=chunk_size)
+    for batch in iter_inventory(inventory, since=since, limit=limit, batch_rows=chunk_size):
+        uri = layout.chunk_file(staging_dir, len(plan.chunks))
+        storage.write_parquet(pa.Table.from_batches([batch]).select(["bucket", "key"]), uri)
+        plan.chunks.append(uri)
+        plan.rows += batch.num_rows
+    storage.write_bytes(layout.chunk_plan(staging_dir), plan.to_json())
+    return plan
+
+
+def chunk_number(chunk_uri: str) -> int:
+    return int(chunk_uri.rsplit("chunk_", 1)[1].split(".", 1)[0])
+
+
+# --- phase 2 --------------------------------------------------------------------------------
+
+
+@dataclass
+class ChunkResult:
+    """What one chunk produced; stored as its completion marker."""
+
+    chunk: str
+    rows: int = 0
+    fetched: int = 0
+    missing: int = 0
+    failed: int = 0
+    rejected: int = 0
+    items: int = 0
+    rows_out: int = 0
+    buckets: list[tuple[str, str, int]] = field(default_factory=list)
+    skipped: bool = False
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data.pop("skipped")
+        return json.dumps(data).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ChunkResult:
+        loaded = json.loads(data)
+        loaded["buckets"] = [tuple(b) for b in loaded["buckets"]]
+        return cls(**loaded, skipped=True)
+
+
+def ingest_chunk(
+    chunk_uri: str,
+    staging_dir: str,
+    *,
+    source_root: str | None,
+    resolution: int,
+    fetch_concurrency: int = 256,
+) -> ChunkResult:
+    """Phase 2 for one chunk: NDJSON per (cell, year), outcomes, completion marker."""
+    number = chunk_number(chunk_uri)
+    marker = layout.chunk_marker(staging_dir, number)
+    if storage.exists(marker):
+        return ChunkResult.from_json(storage.read_bytes(marker))
+
+    refs = storage.read_parquet(chunk_uri)
+    fetched = fetch_objects(refs, source_root=source_root, concurrency=fetch_concurrency)
+    parsed = parse_items(fetched.bodies, fetched.keys)
+    cells = fan_out(parsed.geometries, resolution)
+    years = year_labels(parsed.table).to_pylist()
+
+    lines: dict[tuple[str, str], list[bytes]] = defaultdict(list)
+    for item, item_cells, year in zip(parsed.items, cells, years, strict=True):
+        properties = item.get("properties") or {}
+        for cell in item_cells:
+            row = {**item, "properties": {**properties, "grid_partition": cell}}
+            lines[(cell, year)].append(orjson.dumps(row))
+
+    def write(entry: tuple[tuple[str, str], list[bytes]]) -> None:
+        (cell, year), rows = entry
+        uri = layout.ndjson_file(staging_dir, cell, year, number)
+        storage.write_bytes(uri, b"\n".join(rows) + b"\n")
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(write, lines.items()))
+
+    outcomes = outcome_table(parsed.rejects, fetched.missing, pa.table({"key": [], "error": []}))
+    if outcomes.num_rows:
+        storage.write_parquet(outcomes, layout.rejects_file(staging_dir, number))
+    if fetched.failed.num_rows:
+        storage.write_parquet(fetched.failed, layout.pending_chunk(staging_dir, number))
+    else:
+        storage.delete(layout.pending_chunk(staging_dir, number))
+
+    result = ChunkResult(
+        chunk=chunk_uri,
+        rows=refs.num_rows,
+        fetched=len(fetched.bodies),
+        missing=fetched.missing.num_rows,
+        failed=fetched.failed.num_rows,
+        rejected=len(parsed.rejects),
+        items=parsed.table.num_rows,
+        rows_out=sum(len(v) for v in lines.values()),
+        buckets=sorted((cell, year, len(rows)) for (cell, year), rows in lines.items()),
+    )
+    storage.write_bytes(marker, result.to_json())
+    return result
+
+
+# --- phase 3 --------------------------------------------------------------------------------
+
+
+@dataclass
+class BucketResult:
+    """The warehouse files one (cell, year) bucket was compacted into."""
+
+    cell: str
+    year: str
+    files: list[str] = field(default_factory=list)
+    rows: int = 0
+    bytes: int = 0
+    duplicates_dropped: int = 0
+    skipped: bool = False
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data.pop("skipped")
+        return json.dumps(data).encode()
+
+
+def compact_bucket(
+    staging_dir: str,
+    cell: str,
+    year: str,
+    *,
+    warehouse: str,
+    token: str,
+    registered: frozenset[str] | set[str] = frozenset(),
+    compact_rows: int = 200_000,
+) -> BucketResult:
+    """Phase 3 for one bucket: its NDJSON → deduplicated, sorted GeoParquet files.
+
+    File numbers start at the first one not registered in the table, so a rerun
+    overwrites what a killed run left and never replaces a registered file.
+    """
+    marker = layout.bucket_marker(staging_dir, cell, year)
+    if storage.exists(marker):
+        return BucketResult(**json.loads(storage.read_bytes(marker)), skipped=True)
+    prefix = layout.join(layout.ndjson_dir(staging_dir), cell, year)
+    sources = [o.uri for o in storage.list_objects(prefix, suffix=".ndjson")]
+    items: list[dict[str, Any]] = []
+    for data in storage.get_many(sources):
+        if data.data is None:
+            raise FileNotFoundError(f"NDJSON vanished while compacting: {data.uri} ({data.error})")
+        for line in data.data.splitlines():
+            if line:
+                item = orjson.loads(line)
+                item.get("properties", {}).pop("grid_partition", None)
+                items.append(item)
+    parsed = parse_decoded(items, [str(i.get("id")) for i in items])
+    if parsed.rejects:  # NDJSON was validated in phase 2; this would be a bug, not bad data
+        raise ValueError(
+            f"bucket {cell}/{year}: staged items failed validation: {parsed.rejects[:3]}"
+        )
+    table = parsed.table.append_column(
+        "grid_partition", pa.array([cell] * parsed.table.num_rows, type=pa.string())
+    )
+    deduped = dedupe_latest(table)
+    result = BucketResult(cell, year, duplicates_dropped=table.num_rows - deduped.num_rows)
+    sequence = 0
+    while layout.warehouse_file(warehouse, cell, year, token, sequence) in registered:
+        sequence += 1
+    for _, rows in split_buckets(deduped):
+        for offset in range(0, rows.num_rows, compact_rows):
+            uri = layout.warehouse_file(warehouse, cell, year, token, sequence)
+            result.bytes += write_geoparquet(rows.slice(offset, compact_rows), uri)
+            result.files.append(uri)
+            result.rows += min(compact_rows, rows.num_rows - offset)
+            sequence += 1
+    storage.write_bytes(marker, result.to_json())
+    return result
+
+
+def clear_markers(staging_dir: str) -> int:
+    """After a successful registration: drop NDJSON and markers, keep chunks and outcomes."""
+    return clear_staging(staging_dir, ("staging", "markers", "compacted"))

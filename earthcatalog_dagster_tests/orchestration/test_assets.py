@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import pytest
+from dagster import DagsterInstance, materialize
+
+from earthcatalog_dagster import layout
+from earthcatalog_dagster.core import catalog as iceberg
+from earthcatalog_dagster.core import storage
+from earthcatalog_dagster.core.hash_index import load_hash_index
+from earthcatalog_dagster.core.partitioning import cells_for_geometry
+from earthcatalog_dagster.definitions import build_definitions
+from earthcatalog_dagster.orchestration.assets import ingest_assets
+from earthcatalog_dagster.orchestration.resources import DaskCompute, StorageRoots
+from earthcatalog_dagster.synthetic import generate_day, write_inventory
+from earthcatalog_dagster_tests.conftest import DAY_1, DAY_2
+
+
+def _resources(home, scheduler: str = "synchronous") -> dict:
+    roots = StorageRoots(home=home.home)
+    defs = build_definitions(roots=roots, compute=DaskCompute(scheduler=scheduler, workers=2))
+    return dict(defs.resources)
+
+
+def _expected_pairs(*days) -> list[tuple[str, str]]:
+    return sorted(
+        (i["id"], c)
+        for day in days
+        for i in day.items
+        for c in cells_for_geometry(i["geometry"], 1)
+    )
+
+
+def _table_pairs(home) -> list[tuple[str, str]]:
+    table = iceberg.load_table(iceberg.open_catalog(home.catalog, home.warehouse))
+    rows = table.scan(selected_fields=("id", "grid_partition")).to_arrow()
+    return sorted(zip(rows["id"].to_pylist(), rows["grid_partition"].to_pylist(), strict=True))
+
+
+def _materialize(home, date, instance=None, scheduler="synchronous"):
+    return materialize(
+        ingest_assets,
+        partition_key=date.isoformat(),
+        resources=_resources(home, scheduler),
+        instance=instance or DagsterInstance.ephemeral(),
+    )
+
+
+@pytest.fixture
+def two_days(home):
+    days = []
+    for seed, date in enumerate((DAY_1, DAY_2)):
+        day = generate_day(date, 60, source_root=home.source_root, seed=seed)
+        write_inventory(home.inventory, date, day.refs)
+        days.append(day)
+    return days
+
+
+def test_two_partitions_build_the_catalog(home, two_days) -> None:
+    day1, day2 = two_days
+    first = _materialize(home, DAY_1)
+    assert first.success
+    assert _table_pairs(home) == _expected_pairs(day1)
+    second = _materialize(home, DAY_2)
+    assert second.success
+    assert _table_pairs(home) == _expected_pairs(day1, day2)
+    assert len(load_hash_index(home.warehouse_hash)) == len(set(day1.good_ids) | set(day2.good_ids))
+
+    # Deltas moved to ingested/, one staging prefix per date.
+    for date in (DAY_1, DAY_2):
+        assert storage.exists(layout.delta_ingested(home.delta_prefix, date))
+        assert not storage.exists(layout.delta_pending(home.delta_prefix, date))
+        assert storage.exists(
+            layout.asset_descriptor(layout.staging_for(home.staging, date), "hash_index")
+        )
+
+    # Metadata a person reads at a glance.
+    ndjson = second.asset_materializations_for_node("ndjson_items")[0].metadata
+    bad = day2.expected
+    assert ndjson["items missing (404)"].value == len(bad["missing"])
+    assert ndjson["items rejected"].value == sum(
+        len(bad[k]) for k in ("truncated", "error_page", "no_id", "uncoercible")
+    )
+    assert ndjson["items staged"].value == len(day2.good_ids)
+    registered = second.asset_materializations_for_node("iceberg_table")[0].metadata
+    assert registered["files registered"].value > 0
+    hashes = second.asset_materializations_for_node("hash_index")[0].metadata
+    assert hashes["hashes after"].value - hashes["hashes before"].value == len(set(day2.good_ids))
+
+    checks = second.get_asset_check_evaluations()
+    assert {c.check_name for c in checks} == {
+        "files_match_their_bucket",
+        "no_duplicate_rows",
+        "delta_accounted_for",
+        "index_holds_new_ids",
+    }
+    assert all(c.passed for c in checks), [
+        (c.check_name, c.metadata) for c in checks if not c.passed
+    ]
+
+
+def test_rematerializing_a_partition_changes_nothing(home, two_days) -> None:
+    day1, _ = two_days
+    assert _materialize(home, DAY_1).success
+    files = sorted(o.uri for o in storage.list_objects(home.warehouse, suffix=".parquet"))
+    pairs = _table_pairs(home)
+    table = iceberg.load_table(iceberg.open_catalog(home.catalog, home.warehouse))
+    snapshots = len(table.snapshots())
+
+    again = _materialize(home, DAY_1)
+    assert again.success
+    assert sorted(o.uri for o in storage.list_objects(home.warehouse, suffix=".parquet")) == files
+    assert _table_pairs(home) == pairs
+    table = iceberg.load_table(iceberg.open_catalog(home.catalog, home.warehouse))
+    assert len(table.snapshots()) == snapshots
+    # Only objects that never made it (rejected, missing) are looked at again.
+    delta = again.asset_materializations_for_node("delta_inventory")[0].metadata
+    never_ingested = sum(
+        len(v) for k, v in day1.expected.items() if k not in ("null_geometry", "coercible")
+    )
+    assert delta["rows out"].value == never_ingested
+
+
+def test_missing_delta_and_manifest_fail_naming_both(home) -> None:
+    result = materialize(
+        ingest_assets[:1],
+        partition_key=DAY_1.isoformat(),
+        resources=_resources(home),
+        instance=DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    assert not result.success
+    message = str(result.all_events)
+    assert layout.delta_pending(home.delta_prefix, DAY_1) in message
+    assert layout.inventory_manifest(home.inventory, DAY_1) in message
+
+
+def test_local_dask_cluster_gives_the_same_catalog(home, two_days) -> None:
+    day1, _ = two_days
+    assert _materialize(home, DAY_1, scheduler="local").success
+    assert _table_pairs(home) == _expected_pairs(day1)

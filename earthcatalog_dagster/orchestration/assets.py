@@ -387,10 +387,11 @@ def iceberg_table(
 ) -> Output[dict[str, Any]]:
     start = time.perf_counter()
     cfg = roots.settings()
-    table = catalog.load_or_create_table(cfg)
-    files_before = len(iceberg.registered_files(table))
-    registration = iceberg.register_files(table, warehouse_parquets["files"])
-    snapshot = table.current_snapshot()
+    with catalog.locked(cfg):
+        table = catalog.load_or_create_table(cfg)
+        files_before = len(iceberg.registered_files(table))
+        registration = iceberg.register_files(table, warehouse_parquets["files"])
+        snapshot = table.current_snapshot()
     descriptor = {
         "files": warehouse_parquets["files"],
         "snapshot_id": registration.snapshot_id,
@@ -433,8 +434,9 @@ def hash_index(
 ):
     start = time.perf_counter()
     cfg = roots.settings()
-    table = catalog.load_or_create_table(cfg)
-    synced = sync_hash_index(table, cfg.warehouse_hash)
+    with catalog.locked(cfg):
+        table = catalog.load_or_create_table(cfg)
+        synced = sync_hash_index(table, cfg.warehouse_hash)
     date = context.partition_key
     done = layout.delta_ingested(cfg.delta_prefix, date)
     storage.move(layout.delta_pending(cfg.delta_prefix, date), done)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 from dagster import ConfigurableResource
@@ -17,8 +18,10 @@ from pydantic import Field
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.table import Table
 
+from earthcatalog_dagster import layout
 from earthcatalog_dagster.config import Settings
 from earthcatalog_dagster.core import catalog as iceberg
+from earthcatalog_dagster.core import lock
 from earthcatalog_dagster.core.partitioning import DEFAULT_RESOLUTION
 from earthcatalog_dagster.pipeline.compute import run_tasks
 
@@ -58,8 +61,16 @@ class IcebergCatalog(ConfigurableResource):
         description="H3 resolution of a first build; later runs read it from the table",
     )
 
+    use_lock: bool = Field(default=True, description="Hold the catalog lock while writing")
+    lock_timeout_s: float = Field(default=600.0, description="How long to wait for the lock")
+
     def path(self, roots: Settings) -> str:
         return self.catalog_path or roots.catalog
+
+    def locked(self, roots: Settings) -> AbstractContextManager[object]:
+        """Hold the lock beside the catalog (one writer at a time), unless disabled."""
+        uri = layout.catalog_lock(self.path(roots)) if self.use_lock else None
+        return lock.held(uri, owner="earthcatalog-dagster", timeout=self.lock_timeout_s)
 
     def open(self, roots: Settings) -> SqlCatalog:
         return iceberg.open_catalog(self.path(roots), roots.warehouse)

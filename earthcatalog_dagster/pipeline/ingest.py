@@ -25,7 +25,7 @@ import xxhash
 from earthcatalog_dagster import layout
 from earthcatalog_dagster.config import Settings
 from earthcatalog_dagster.core import catalog as iceberg
-from earthcatalog_dagster.core import storage
+from earthcatalog_dagster.core import lock, storage
 from earthcatalog_dagster.core.buckets import (
     BucketKey,
     dedupe_latest,
@@ -125,6 +125,8 @@ def ingest(
     batch_rows: int = DEFAULT_BATCH_ROWS,
     compact_rows: int = DEFAULT_COMPACT_ROWS,
     fetch_concurrency: int = 256,
+    use_lock: bool = True,
+    lock_timeout: float = 600.0,
     settings: Settings | None = None,
 ) -> IngestSummary:
     """Ingest the ``.stac.json`` objects of an inventory into the catalog, on one node.
@@ -135,7 +137,8 @@ def ingest(
     from the embedded default. ``mode="auto"`` builds the table when there is none and
     appends otherwise; ``"full"`` drops and recreates it from the warehouse listing.
     Items whose id is already in the hash index are skipped (delta mode), so rerunning
-    an inventory adds nothing. Returns a summary whose counts reconcile.
+    an inventory adds nothing. The run holds the lock beside the catalog (``use_lock``).
+    Returns a summary whose counts reconcile.
     """
     base = settings or Settings.from_env()
     cfg = base.with_overrides(
@@ -143,6 +146,34 @@ def ingest(
     )
     if source_root is not None:
         cfg = cfg.with_overrides(source_root=source_root)
+    lock_uri = layout.catalog_lock(cfg.catalog) if use_lock else None
+    with lock.held(lock_uri, owner="earthcatalog-dagster ingest()", timeout=lock_timeout):
+        return _ingest(
+            inventory,
+            cfg,
+            mode,
+            since,
+            limit,
+            update_hash_index,
+            h3_resolution,
+            batch_rows,
+            compact_rows,
+            fetch_concurrency,
+        )
+
+
+def _ingest(
+    inventory: str,
+    cfg: Settings,
+    mode: Mode,
+    since: datetime | date | str | None,
+    limit: int | None,
+    update_hash_index: bool,
+    h3_resolution: int | None,
+    batch_rows: int,
+    compact_rows: int,
+    fetch_concurrency: int,
+) -> IngestSummary:
     sql_catalog = iceberg.open_catalog(cfg.catalog, cfg.warehouse)
     table = iceberg.load_table(sql_catalog)
     resolved: str = ("full" if table is None else "delta") if mode == "auto" else mode

@@ -1,0 +1,133 @@
+"""A lock object next to the catalog: one writer at a time for ``catalog.db`` and the index.
+
+The lock is created with put-if-absent (``If-None-Match: *`` on S3, ``O_EXCL`` locally);
+its JSON body names the owner, host, pid, acquisition time and TTL. A lock older than its
+TTL is stale and is overridden with a warning; a live lock held by someone else makes us
+wait up to ``timeout`` seconds, then fail naming the holder and when the lock expires.
+Release deletes the lock only while it is still ours.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+
+from earthcatalog_dagster.core import storage
+
+log = logging.getLogger(__name__)
+DEFAULT_TTL_HOURS = 6.0
+
+
+class LockHeld(RuntimeError):
+    """Someone else holds a live lock and did not release it within our timeout."""
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    owner: str
+    hostname: str
+    pid: int
+    acquired: str
+    ttl_hours: float
+    token: str
+
+    @property
+    def expires(self) -> datetime:
+        return datetime.fromisoformat(self.acquired) + timedelta(hours=self.ttl_hours)
+
+    def stale(self, now: datetime | None = None) -> bool:
+        return (now or datetime.now(UTC)) >= self.expires
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=1).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> LockInfo:
+        return cls(**json.loads(data))
+
+
+def _read(uri: str) -> LockInfo | None:
+    try:
+        return LockInfo.from_json(storage.read_bytes(uri))
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError):
+        # An unreadable lock body is treated as stale rather than blocking forever.
+        return LockInfo(
+            "unreadable lock", "?", 0, datetime(1970, 1, 1, tzinfo=UTC).isoformat(), 0, ""
+        )
+
+
+def acquire(
+    uri: str,
+    *,
+    owner: str = "earthcatalog-dagster",
+    ttl_hours: float = DEFAULT_TTL_HOURS,
+    timeout: float = 600.0,
+    poll: float = 0.5,
+) -> LockInfo:
+    """Take the lock at ``uri`` or raise :class:`LockHeld` after ``timeout`` seconds."""
+    mine = LockInfo(
+        owner=owner,
+        hostname=socket.gethostname(),
+        pid=os.getpid(),
+        acquired=datetime.now(UTC).isoformat(),
+        ttl_hours=ttl_hours,
+        token=uuid.uuid4().hex,
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        if storage.write_if_absent(uri, mine.to_json()):
+            return mine
+        holder = _read(uri)
+        if holder is None:
+            continue  # released between our attempt and our read: try again at once
+        if holder.stale():
+            log.warning(
+                "overriding stale lock %s held by %s on %s (pid %s) since %s",
+                uri,
+                holder.owner,
+                holder.hostname,
+                holder.pid,
+                holder.acquired,
+            )
+            if _read(uri) == holder:
+                storage.delete(uri)
+            continue
+        if time.monotonic() >= deadline:
+            raise LockHeld(
+                f"lock {uri} is held by {holder.owner} on {holder.hostname} (pid {holder.pid}) "
+                f"since {holder.acquired}; it expires at {holder.expires.isoformat()}"
+            )
+        time.sleep(poll)
+
+
+def release(uri: str, lock: LockInfo) -> bool:
+    """Delete the lock if it is still ours; returns whether it was."""
+    current = _read(uri)
+    if current is None or current.token != lock.token:
+        log.warning("lock %s is no longer ours (now %s); leaving it", uri, current)
+        return False
+    storage.delete(uri)
+    return True
+
+
+@contextmanager
+def held(uri: str | None, **kwargs: object) -> Iterator[LockInfo | None]:
+    """``with held(uri):`` — hold the lock for the block; ``uri=None`` means no lock."""
+    if uri is None:
+        yield None
+        return
+    lock = acquire(uri, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield lock
+    finally:
+        release(uri, lock)

@@ -6,10 +6,22 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
+import subprocess
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from earthcatalog_dagster.config import Settings
+
+INSTANCE_YAML = """\
+concurrency:
+  pools:
+    default_limit: 1
+telemetry:
+  enabled: false
+"""
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -62,31 +74,58 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Generate a realistic day on the embedded default, ingest it, print the summary."""
+    """Two consecutive days on the embedded default, each materialized through Dagster."""
     from earthcatalog_dagster.pipeline.info import catalog_info
-    from earthcatalog_dagster.pipeline.ingest import ingest
     from earthcatalog_dagster.synthetic import generate_day, write_inventory
 
     cfg = Settings.embedded(args.home) if args.home else Settings.from_env()
-    date = args.date
-    print(f"Embedded catalog under {cfg.home}")
-    day = generate_day(date, args.items, source_root=cfg.source_root or cfg.home, seed=args.seed)
-    manifest = write_inventory(cfg.inventory, date, day.refs, fmt="parquet")
-    print(f"Generated {len(day.items):,} ITS_LIVE items for {date} (+ a few bad objects)")
-    print(f"Inventory: {manifest}")
-    summary = ingest(manifest, settings=cfg)
-    print(
-        f"Ingested ({summary.mode}): {summary.items_written:,} items → "
-        f"{summary.rows_written:,} rows in {summary.files_written:,} files; "
-        f"{summary.rejected} rejected, {summary.missing} missing, "
-        f"{summary.already_ingested:,} already ingested; "
-        f"{summary.items_per_second:,.0f} items/s; reconciles: {summary.reconciles}"
-    )
-    if summary.outcomes_uri:
-        print(f"Rejected/missing objects and reasons: {summary.outcomes_uri}")
+    dagster_home = Path(os.environ.get("DAGSTER_HOME") or Path(cfg.home) / "dagster")
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    instance_yaml = dagster_home / "dagster.yaml"
+    if not instance_yaml.exists():
+        instance_yaml.write_text(INSTANCE_YAML)
+    print(f"Embedded catalog under {cfg.home} (Dagster instance: {dagster_home})")
+    dates = [args.date, args.date + dt.timedelta(days=1)]
+    for seed, date in enumerate(dates, start=args.seed):
+        day = generate_day(date, args.items, source_root=cfg.source_root or cfg.home, seed=seed)
+        manifest = write_inventory(
+            cfg.inventory, date, day.refs, fmt="parquet" if seed % 2 == 0 else "csv"
+        )
+        print(f"{date}: generated {len(day.items):,} ITS_LIVE items (+ a few bad objects)")
+        print(f"{date}: inventory {manifest}")
+    env = {
+        **os.environ,
+        "EARTHCATALOG_HOME": cfg.home,
+        "DAGSTER_HOME": str(dagster_home),
+        "EARTHCATALOG_SCHEDULER": args.scheduler,
+    }
+    for date in dates:
+        command = [
+            sys.executable,
+            "-m",
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "earthcatalog_dagster.definitions",
+            "--select",
+            "group:ingest",
+            "--partition",
+            date.isoformat(),
+        ]
+        print(f"{date}: dagster asset materialize --select group:ingest --partition {date} ...")
+        started = time.perf_counter()
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(done.stdout[-4000:] + done.stderr[-4000:], file=sys.stderr)
+            print(f"error: materializing {date} failed", file=sys.stderr)
+            return 1
+        print(f"{date}: materialized in {time.perf_counter() - started:.1f} s")
     print()
     print(catalog_info(cfg.catalog, cfg.warehouse, cfg.warehouse_hash).render())
-    return 0 if summary.reconciles else 1
+    print()
+    print(f"See the runs: DAGSTER_HOME={dagster_home} EARTHCATALOG_HOME={cfg.home} dagster dev")
+    return 0
 
 
 def _date(text: str) -> dt.date:
@@ -136,13 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     gen.set_defaults(func=cmd_generate)
 
-    demo = sub.add_parser("demo", help="generate, ingest and summarize on the embedded default")
+    demo = sub.add_parser(
+        "demo", help="two days generated and materialized through Dagster on the embedded default"
+    )
     demo.add_argument(
         "--home", help="embedded root (default $EARTHCATALOG_HOME or ./.earthcatalog)"
     )
     demo.add_argument("--date", type=_date, default=dt.date(2026, 4, 28))
-    demo.add_argument("--items", type=int, default=5000)
+    demo.add_argument("--items", type=int, default=3000, help="items per day")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--scheduler", default="synchronous", help="synchronous | local (a Dask LocalCluster)"
+    )
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 from earthcatalog_dagster.orchestration.assets import ingest_assets
 from earthcatalog_dagster.orchestration.io_manager import StagingIOManager
@@ -14,10 +14,16 @@ def build_definitions(
     catalog: IcebergCatalog | None = None,
     compute: DaskCompute | None = None,
 ) -> Definitions:
-    """The code location; tests and the demo pass their own resources."""
+    """The code location; tests pass their own resources.
+
+    The six steps of a run form a chain, and their heavy work fans out on Dask, so steps
+    run in the run's own process (the in-process executor, which honours concurrency
+    pools): a process per step would only add seconds of imports to each.
+    """
     roots = roots or StorageRoots()
     return Definitions(
         assets=ingest_assets,
+        executor=in_process_executor,
         resources={
             "roots": roots,
             "catalog": catalog or IcebergCatalog(),

@@ -39,8 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a 
 
 MB = 1 << 20
 DATE = dt.date(2026, 4, 28)
-STAGES = ("read", "anti_join", "fetch_wait", "parse", "fan_out", "write", "register",
-          "hash_index")
+STAGES = ("read", "anti_join", "fetch_wait", "parse", "fan_out", "write", "register", "hash_index")
 
 
 def peak_rss_mb() -> float:
@@ -123,11 +122,13 @@ def run_child(argv: list[str]) -> dict[str, Any]:
 
 
 def measure(n: int, args: argparse.Namespace, workdir: str) -> dict[str, Any]:
-    common = [f"--workdir={workdir}", f"--seed={args.seed}",
-              f"--fetch-concurrency={args.fetch_concurrency}"]
+    common = [
+        f"--workdir={workdir}",
+        f"--seed={args.seed}",
+        f"--fetch-concurrency={args.fetch_concurrency}",
+    ]
     gen = run_child(["--one", str(n), "--phase=generate", *common])
-    ing = run_child(["--one", str(n), "--phase=ingest", f"--manifest={gen['manifest']}",
-                     *common])
+    ing = run_child(["--one", str(n), "--phase=ingest", f"--manifest={gen['manifest']}", *common])
     summary = ing["summary"]
     rows = summary["source_rows"]
     wall = ing["wall_seconds"]
@@ -182,8 +183,10 @@ def print_report(results: list[dict[str, Any]], info: dict[str, Any]) -> None:
         print(f"{label:<26}" + "".join(f"{v:>{width}}" for v in values))
 
     print()
-    print(f"machine: {info['cpus']} CPUs, {info['mem_gib']} GiB RAM, Python {info['python']}, "
-          f"loadavg at start {info['loadavg_start']}, at end {info['loadavg_end']}")
+    print(
+        f"machine: {info['cpus']} CPUs, {info['mem_gib']} GiB RAM, Python {info['python']}, "
+        f"loadavg at start {info['loadavg_start']}, at end {info['loadavg_end']}"
+    )
     line("", cols)
     line("generate s (not counted)", [f"{r['generate_seconds']:.1f}" for r in results])
     line("source rows", [f"{r['source_rows']:,}" for r in results])
@@ -191,12 +194,12 @@ def print_report(results: list[dict[str, Any]], info: dict[str, Any]) -> None:
     line("items/s end to end", [_fmt_rate(r["items_per_s"]) for r in results])
     print("per stage: seconds (items/s)")
     for stage in STAGES:
-        line(f"  {stage}", [
-            f"{r['stages'][stage]['seconds']:.2f} ({_fmt_rate(r['stages'][stage]['items_per_s'])})"
-            for r in results
-        ])
-    line("  sum of stages", [f"{sum(s['seconds'] for s in r['stages'].values()):.2f}"
-                             for r in results])
+        cells = [r["stages"][stage] for r in results]
+        line(f"  {stage}", [f"{c['seconds']:.2f} ({_fmt_rate(c['items_per_s'])})" for c in cells])
+    line(
+        "  sum of stages",
+        [f"{sum(s['seconds'] for s in r['stages'].values()):.2f}" for r in results],
+    )
     line("items written", [f"{r['items_written']:,}" for r in results])
     line("rows written", [f"{r['rows_written']:,}" for r in results])
     line("files written", [f"{r['files_written']:,}" for r in results])
@@ -222,9 +225,11 @@ def parse_items(values: list[str] | None) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--items", action="append",
-                        help="items per synthetic day; repeatable or a comma list "
-                             "(default 10000,100000)")
+    parser.add_argument(
+        "--items",
+        action="append",
+        help="items per synthetic day; repeatable or a comma list (default 10000,100000)",
+    )
     parser.add_argument("--workdir", help="working directory (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     parser.add_argument("--fetch-concurrency", type=int, default=256)
@@ -245,8 +250,11 @@ def main() -> None:
 
     info = machine()
     info["loadavg_start"] = info.pop("loadavg")
-    print(f"machine: {info['cpus']} CPUs, {info['mem_gib']} GiB RAM, Python {info['python']}, "
-          f"loadavg {info['loadavg_start']}", flush=True)
+    print(
+        f"machine: {info['cpus']} CPUs, {info['mem_gib']} GiB RAM, Python {info['python']}, "
+        f"loadavg {info['loadavg_start']}",
+        flush=True,
+    )
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench_ingest_")
     Path(workdir).mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
@@ -255,9 +263,12 @@ def main() -> None:
             print(f"{n:,} items in {workdir}/{n} ...", flush=True)
             result = measure(n, args, workdir)
             results.append(result)
-            print(f"  {result['wall_seconds']:.1f} s, {_fmt_rate(result['items_per_s'])} items/s,"
-                  f" rerun {result['rerun']['wall_seconds']:.1f} s,"
-                  f" peak RSS {result['peak_rss_mb']:.0f} MB", flush=True)
+            print(
+                f"  {result['wall_seconds']:.1f} s, {_fmt_rate(result['items_per_s'])} items/s,"
+                f" rerun {result['rerun']['wall_seconds']:.1f} s,"
+                f" peak RSS {result['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
             if not args.keep:
                 shutil.rmtree(_dirs(workdir, n), ignore_errors=True)
     finally:

@@ -2,8 +2,11 @@
 
 The lock is created with put-if-absent (``If-None-Match: *`` on S3, ``O_EXCL`` locally);
 its JSON body names the owner, host, pid, acquisition time and TTL. A lock older than its
-TTL is stale and is overridden with a warning; a live lock held by someone else makes us
-wait up to ``timeout`` seconds, then fail naming the holder and when the lock expires.
+TTL is stale and is overridden with a warning; so is a lock whose holder was a process of
+this host (same hostname and PID namespace) that no longer exists — a run killed while
+holding it — so that its rerun does not wait out the TTL. A live lock held by someone else
+makes us wait up to ``timeout`` seconds, then fail naming the holder and when the lock
+expires.
 Release deletes the lock only while it is still ours.
 """
 
@@ -24,6 +27,25 @@ from earthcatalog_dagster.core import storage
 
 log = logging.getLogger(__name__)
 DEFAULT_TTL_HOURS = 6.0
+_UNKNOWN_NAMESPACE = "?"
+
+
+def _pid_namespace() -> str | None:
+    """This process's PID namespace (Linux), or None where there are none."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None if not os.path.exists("/proc") else _UNKNOWN_NAMESPACE
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
 
 
 class LockHeld(RuntimeError):
@@ -38,6 +60,8 @@ class LockInfo:
     acquired: str
     ttl_hours: float
     token: str
+    #: Where ``pid`` means something; ``"?"`` when unknown (older or foreign lock bodies).
+    pid_namespace: str | None = _UNKNOWN_NAMESPACE
 
     @property
     def expires(self) -> datetime:
@@ -45,6 +69,16 @@ class LockInfo:
 
     def stale(self, now: datetime | None = None) -> bool:
         return (now or datetime.now(UTC)) >= self.expires
+
+    def holder_gone(self) -> bool:
+        """The holder was a process of this very host and PID namespace that has exited."""
+        return (
+            self.hostname == socket.gethostname()
+            and self.pid_namespace != _UNKNOWN_NAMESPACE
+            and self.pid_namespace == _pid_namespace()
+            and self.pid != os.getpid()
+            and not _process_exists(self.pid)
+        )
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), indent=1).encode()
@@ -82,6 +116,7 @@ def acquire(
         acquired=datetime.now(UTC).isoformat(),
         ttl_hours=ttl_hours,
         token=uuid.uuid4().hex,
+        pid_namespace=_pid_namespace(),
     )
     deadline = time.monotonic() + timeout
     while True:
@@ -90,13 +125,14 @@ def acquire(
         holder = _read(uri)
         if holder is None:
             continue  # released between our attempt and our read: try again at once
-        if holder.stale():
+        if holder.stale() or holder.holder_gone():
             log.warning(
-                "overriding stale lock %s held by %s on %s (pid %s) since %s",
+                "overriding stale lock %s held by %s on %s (pid %s%s) since %s",
                 uri,
                 holder.owner,
                 holder.hostname,
                 holder.pid,
+                "" if holder.stale() else ", no longer running",
                 holder.acquired,
             )
             if _read(uri) == holder:

@@ -72,18 +72,22 @@ def split_buckets(table: pa.Table) -> Iterator[tuple[BucketKey, pa.Table]]:
 
 
 def dedupe_latest(table: pa.Table) -> pa.Table:
-    """One row per (id, grid_partition): the one with the latest ``updated`` wins."""
+    """One row per (id, grid_partition): the one with the latest ``updated`` wins.
+
+    Rows keep their order, so a bucket already in warehouse order stays in it.
+    """
     if table.num_rows <= 1 or pc.count_distinct(table["id"]).as_py() == table.num_rows:
         return table
-    ordered = table.sort_by(
-        [("grid_partition", "ascending"), ("id", "ascending"), ("updated", "descending")]
+    order = pc.sort_indices(
+        table.select(["grid_partition", "id", "updated"]),
+        sort_keys=[("grid_partition", "ascending"), ("id", "ascending"), ("updated", "descending")],
     )
-    ids = ordered["id"].combine_chunks()
-    cells = ordered["grid_partition"].combine_chunks()
-    same_as_previous = np.zeros(ordered.num_rows, dtype=bool)
-    same_as_previous[1:] = pc.equal(ids[1:], ids[:-1]).to_numpy(zero_copy_only=False) & pc.equal(
+    ids = table["id"].take(order).combine_chunks()
+    cells = table["grid_partition"].take(order).combine_chunks()
+    repeated = np.zeros(table.num_rows, dtype=bool)
+    repeated[1:] = pc.equal(ids[1:], ids[:-1]).to_numpy(zero_copy_only=False) & pc.equal(
         cells[1:], cells[:-1]
     ).to_numpy(zero_copy_only=False)
-    if not same_as_previous.any():
-        return table
-    return ordered.filter(pa.array(~same_as_previous))
+    keep = np.ones(table.num_rows, dtype=bool)
+    keep[order.to_numpy()[repeated]] = False
+    return table.filter(pa.array(keep))

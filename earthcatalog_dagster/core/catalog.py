@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,9 @@ from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.table import Table, TableProperties
 from pyiceberg.transforms import IdentityTransform, YearTransform
+from sqlalchemy.exc import IntegrityError, OperationalError
 
+from earthcatalog_dagster.core.geoparquet import WrittenFile
 from earthcatalog_dagster.core.schema import (
     GRID_RESOLUTION_PROPERTY,
     GRID_TYPE_PROPERTY,
@@ -42,6 +45,31 @@ from earthcatalog_dagster.core.schema import (
 log = logging.getLogger(__name__)
 CATALOG_NAME = "earthcatalog"
 
+#: Column statistics kept in the table's manifests: the columns scans filter on. Computing
+#: them for all 47 leaf columns of every registered file cost more than writing the file.
+PRUNING_COLUMNS = (
+    "grid_partition",
+    "datetime",
+    "start_datetime",
+    "end_datetime",
+    "created",
+    "updated",
+    "platform",
+    "percent_valid_pixels",
+    "date_dt",
+    "latitude",
+    "longitude",
+    "bbox.xmin",
+    "bbox.ymin",
+    "bbox.xmax",
+    "bbox.ymax",
+)
+METRICS_PROPERTIES = {
+    "write.metadata.metrics.default": "none",
+    "write.metadata.metrics.column.id": "truncate(16)",
+    **{f"write.metadata.metrics.column.{name}": "full" for name in PRUNING_COLUMNS},
+}
+
 
 @dataclass(frozen=True)
 class Registration:
@@ -52,13 +80,25 @@ class Registration:
     skipped: int
 
 
-def open_catalog(catalog_path: str, warehouse: str) -> SqlCatalog:
-    """The SQLite-backed catalog at ``catalog_path`` (created if absent)."""
+def open_catalog(catalog_path: str, warehouse: str, *, attempts: int = 5) -> SqlCatalog:
+    """The SQLite-backed catalog at ``catalog_path`` (created if absent).
+
+    Catalogs are opened outside the catalog lock (readers open them too), so two processes
+    opening a new ``catalog.db`` at once race to create its tables and namespace; the
+    loser's insert fails, and it retries and finds them there.
+    """
     Path(catalog_path).parent.mkdir(parents=True, exist_ok=True)
-    catalog = SqlCatalog(CATALOG_NAME, uri=f"sqlite:///{catalog_path}", warehouse=warehouse)
-    with contextlib.suppress(NamespaceAlreadyExistsError):
-        catalog.create_namespace(TABLE_NAMESPACE)
-    return catalog
+    for attempt in range(1, attempts + 1):
+        try:
+            catalog = SqlCatalog(CATALOG_NAME, uri=f"sqlite:///{catalog_path}", warehouse=warehouse)
+            with contextlib.suppress(NamespaceAlreadyExistsError):
+                catalog.create_namespace(TABLE_NAMESPACE)
+            return catalog
+        except (IntegrityError, OperationalError):
+            if attempt == attempts:
+                raise
+            time.sleep(0.05 * attempt)
+    raise ValueError(f"attempts must be positive, not {attempts}")
 
 
 def load_table(catalog: SqlCatalog) -> Table | None:
@@ -103,6 +143,7 @@ def create_table(
             GRID_RESOLUTION_PROPERTY: str(resolution),
             HASH_INDEX_PROPERTY: hash_index_path,
             "write.parquet.compression-codec": "zstd",
+            **METRICS_PROPERTIES,
         },
     )
 
@@ -119,20 +160,23 @@ def registered_files(table: Table) -> set[str]:
     return set(table.inspect.files().column("file_path").to_pylist())
 
 
-def register_files(table: Table, uris: Iterable[str]) -> Registration:
+def register_files(
+    table: Table, uris: Iterable[str], *, footers: Mapping[str, WrittenFile] | None = None
+) -> Registration:
     """Add warehouse files to the table in one snapshot, skipping those already in it.
 
     This is PyIceberg's ``add_files`` (same statistics, same partition inference from
     column statistics, same name mapping) with one difference: the schema compatibility
     check, which costs milliseconds of Python per file, runs once per distinct file schema
-    instead of once per file, and footers are read concurrently.
+    instead of once per file, and footers are read concurrently — or not at all for
+    files whose footer the writer hands over in ``footers``.
     """
     wanted = list(dict.fromkeys(uris))
     already = registered_files(table)
     new = [uri for uri in wanted if uri not in already]
     if not new:
         return Registration(None, 0, len(wanted))
-    data_files = _data_files(table, new)
+    data_files = _data_files(table, new, footers or {})
     with table.transaction() as tx:
         if tx.table_metadata.name_mapping() is None:
             mapping = tx.table_metadata.schema().name_mapping.model_dump_json()
@@ -147,14 +191,16 @@ def register_files(table: Table, uris: Iterable[str]) -> Registration:
     return Registration(snapshot_id, len(new), len(wanted) - len(new))
 
 
-def _data_files(table: Table, uris: list[str]) -> list[DataFile]:
+def _data_files(table: Table, uris: list[str], known: Mapping[str, WrittenFile]) -> list[DataFile]:
     metadata = table.metadata
     schema = metadata.schema()
     stats_plan = compute_statistics_plan(schema, metadata.properties)
     column_mapping = parquet_path_to_id_mapping(schema)
-    checked: set[str] = set()
+    checked: list[pq.ParquetSchema] = []
 
     def footer(uri: str) -> tuple[pq.FileMetaData, int]:
+        if uri in known:
+            return known[uri].footer, known[uri].size
         source = table.io.new_input(uri)
         with source.open() as stream:
             return pq.read_metadata(stream), len(source)
@@ -163,13 +209,13 @@ def _data_files(table: Table, uris: list[str]) -> list[DataFile]:
         footers = list(pool.map(footer, uris))
     data_files = []
     for uri, (parquet_metadata, size) in zip(uris, footers, strict=True):
-        arrow_schema = parquet_metadata.schema.to_arrow_schema()
-        fingerprint = arrow_schema.remove_metadata().to_string()
-        if fingerprint not in checked:
+        if not any(parquet_metadata.schema.equals(seen) for seen in checked):
             _check_pyarrow_schema_compatible(
-                schema, arrow_schema, format_version=metadata.format_version
+                schema,
+                parquet_metadata.schema.to_arrow_schema(),
+                format_version=metadata.format_version,
             )
-            checked.add(fingerprint)
+            checked.append(parquet_metadata.schema)
         statistics = data_file_statistics_from_parquet_metadata(
             parquet_metadata=parquet_metadata,
             stats_columns=stats_plan,

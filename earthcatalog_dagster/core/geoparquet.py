@@ -9,6 +9,7 @@ and the ``stac-geoparquet`` metadata (version and collections).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,17 @@ from earthcatalog_dagster.core.schema import (
     WAREHOUSE_SCHEMA,
 )
 
+#: Low-cardinality columns, where dictionary pages pay; elsewhere they are pure overhead.
+DICTIONARY_COLUMNS = [
+    "type",
+    "stac_version",
+    "collection",
+    "platform",
+    "version",
+    "proj:code",
+    "sat:orbit_state",
+    "grid_partition",
+]
 SORT_KEYS = [("platform", "ascending"), ("datetime", "ascending"), ("id", "ascending")]
 ROW_GROUP_ROWS = 50_000
 _WKB_TYPES = {
@@ -64,31 +76,55 @@ def stac_metadata(table: pa.Table) -> dict[str, Any]:
     return {"version": STAC_GEOPARQUET_VERSION, "collections": {c: {} for c in collections}}
 
 
-def to_parquet_bytes(table: pa.Table) -> bytes:
-    """One warehouse file, in the warehouse schema, as bytes ready for a single PUT."""
-    table = sort_rows(table.select(WAREHOUSE_SCHEMA.names).cast(WAREHOUSE_SCHEMA))
+def to_parquet_bytes(table: pa.Table, *, presorted: bool = False) -> bytes:
+    """One warehouse file, in the warehouse schema, as bytes ready for a single PUT.
+
+    ``presorted`` promises rows already in warehouse order (as ``split_buckets`` yields
+    them), which saves a sort per file.
+    """
+    data, _ = _encode(table, presorted)
+    return data
+
+
+def _encode(table: pa.Table, presorted: bool) -> tuple[bytes, pq.FileMetaData]:
+    if not table.schema.equals(WAREHOUSE_SCHEMA):
+        table = table.select(WAREHOUSE_SCHEMA.names).cast(WAREHOUSE_SCHEMA)
+    if not presorted:
+        table = sort_rows(table)
     metadata = {
         b"geo": json.dumps(geo_metadata(table)).encode(),
         b"stac-geoparquet": json.dumps(stac_metadata(table)).encode(),
     }
     table = table.replace_schema_metadata(metadata)
     sink = pa.BufferOutputStream()
+    collected: list[pq.FileMetaData] = []
     pq.write_table(
         table,
         sink,
         compression="zstd",
         row_group_size=ROW_GROUP_ROWS,
+        use_dictionary=DICTIONARY_COLUMNS,
         write_statistics=True,
         store_schema=True,
+        metadata_collector=collected,
     )
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue().to_pybytes(), collected[0]
 
 
-def write_geoparquet(table: pa.Table, uri: str) -> int:
-    """Write one warehouse file; returns the bytes written."""
-    data = to_parquet_bytes(table)
+@dataclass(frozen=True)
+class WrittenFile:
+    """A warehouse file just written: its URI, size and Parquet footer."""
+
+    uri: str
+    size: int
+    footer: pq.FileMetaData
+
+
+def write_geoparquet(table: pa.Table, uri: str, *, presorted: bool = False) -> WrittenFile:
+    """Write one warehouse file; its footer comes back so registration need not reread it."""
+    data, footer = _encode(table, presorted)
     storage.write_bytes(uri, data)
-    return len(data)
+    return WrittenFile(uri, len(data), footer)
 
 
 def _geometry_types(geometry: pa.ChunkedArray) -> list[str]:

@@ -33,13 +33,15 @@ from earthcatalog_dagster.core.buckets import (
     split_buckets,
 )
 from earthcatalog_dagster.core.fetch import fetch_objects
-from earthcatalog_dagster.core.geoparquet import write_geoparquet
+from earthcatalog_dagster.core.geoparquet import WrittenFile, write_geoparquet
 from earthcatalog_dagster.core.hash_index import hash_ids, load_hash_index
 from earthcatalog_dagster.core.inventory import iter_inventory
 from earthcatalog_dagster.core.items import parse_items
 from earthcatalog_dagster.core.partitioning import DEFAULT_RESOLUTION
+from earthcatalog_dagster.core.schema import WAREHOUSE_SCHEMA
 from earthcatalog_dagster.pipeline.hash_sync import sync_hash_index
 from earthcatalog_dagster.pipeline.outcomes import OUTCOME_SCHEMA, outcome_table
+from earthcatalog_dagster.pipeline.runtime import paused_gc
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,12 @@ class IngestSummary:
         data["seconds"] = {k: round(v, 3) for k, v in self.seconds.items()}
         data["reconciles"] = self.reconciles
         return data
+
+
+@dataclass(frozen=True)
+class WrittenBucketFile:
+    file: WrittenFile
+    ids: pa.Array
 
 
 class _Timer:
@@ -198,7 +206,7 @@ def _ingest(
     exploded: list[pa.Table] = []
     outcomes: list[pa.Table] = []
     seen_keys: set[str] = set()  # keys only, bounded by one inventory; guards repeated rows
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch") as fetcher:
+    with paused_gc(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch") as fetcher:
         pending: Future | None = None
         for batch in _batches(
             iter_inventory(inventory, since=since, limit=limit), batch_rows, summary
@@ -236,12 +244,15 @@ def _ingest(
                 hash_index_path=cfg.warehouse_hash,
             )
         else:
-            registration = iceberg.register_files(table, list(written))
+            registration = iceberg.register_files(
+                table, [w.file.uri for w in written], footers={w.file.uri: w.file for w in written}
+            )
         summary.files_registered = registration.added
         summary.snapshot_id = registration.snapshot_id
     if update_hash_index:
         with _Timer(summary, "hash_index"):
-            synced = sync_hash_index(table, cfg.warehouse_hash, known_ids=written)
+            known = {w.file.uri: w.ids for w in written}
+            synced = sync_hash_index(table, cfg.warehouse_hash, known_ids=known)
             summary.hashes_after = synced.after
     summary.outcomes_uri = _record_outcomes(outcomes, cfg.staging, token)
     log.info("ingest summary: %s", summary.as_dict())
@@ -329,10 +340,10 @@ def _write_buckets(
     table: Any,
     compact_rows: int,
     summary: IngestSummary,
-) -> dict[str, pa.Array]:
-    """Write every (cell, year) bucket; returns each written file's ids."""
+) -> list[WrittenBucketFile]:
+    """Write every (cell, year) bucket; returns each written file with its ids."""
     registered = iceberg.registered_files(table) if table is not None else set()
-    rows = pa.concat_tables(exploded) if exploded else None
+    rows = pa.concat_tables(exploded).cast(WAREHOUSE_SCHEMA) if exploded else None
     jobs: list[tuple[str, pa.Table]] = []
     keys: list[BucketKey] = []
     for (cell, year), bucket in split_buckets(rows) if rows is not None else ():
@@ -345,12 +356,15 @@ def _write_buckets(
             sequence += 1
         summary.rows_written += bucket.num_rows
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="write") as pool:
-        sizes = list(pool.map(lambda job: write_geoparquet(job[1], job[0]), jobs))
+        written = list(pool.map(lambda job: write_geoparquet(job[1], job[0], presorted=True), jobs))
     summary.files_written = len(jobs)
-    summary.bytes_written = sum(sizes)
+    summary.bytes_written = sum(w.size for w in written)
     summary.cells = len({cell for cell, _ in keys})
     summary.years = sorted({year for _, year in keys})
-    return {uri: part["id"].combine_chunks() for uri, part in jobs}
+    return [
+        WrittenBucketFile(w, part["id"].combine_chunks())
+        for w, (_, part) in zip(written, jobs, strict=True)
+    ]
 
 
 def _first_free_sequence(

@@ -38,7 +38,9 @@ from earthcatalog_dagster.core.hash_index import HashIndex, hash_ids, load_hash_
 from earthcatalog_dagster.core.inventory import iter_inventory
 from earthcatalog_dagster.core.items import parse_decoded, parse_items
 from earthcatalog_dagster.core.partitioning import fan_out
+from earthcatalog_dagster.core.schema import WAREHOUSE_SCHEMA
 from earthcatalog_dagster.pipeline.outcomes import outcome_table
+from earthcatalog_dagster.pipeline.runtime import paused_gc
 
 DELTA_SCHEMA = pa.schema(
     [("bucket", pa.string()), ("key", pa.string()), ("id_hash", pa.binary(16))]
@@ -127,11 +129,7 @@ def inventory_fingerprint(
 
 def clear_staging(staging_dir: str, parts: tuple[str, ...] = _STAGING_PARTS) -> int:
     """Delete the work files of a staging prefix (descriptors are kept); returns the count."""
-    doomed = [
-        o.uri
-        for part in parts
-        for o in storage.list_objects(layout.join(staging_dir, part))
-    ]
+    doomed = [o.uri for part in parts for o in storage.list_objects(layout.join(staging_dir, part))]
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(storage.delete, doomed))
     return len(doomed)
@@ -239,16 +237,16 @@ def ingest_chunk(
 
     refs = storage.read_parquet(chunk_uri)
     fetched = fetch_objects(refs, source_root=source_root, concurrency=fetch_concurrency)
-    parsed = parse_items(fetched.bodies, fetched.keys)
-    cells = fan_out(parsed.geometries, resolution)
-    years = year_labels(parsed.table).to_pylist()
-
     lines: dict[tuple[str, str], list[bytes]] = defaultdict(list)
-    for item, item_cells, year in zip(parsed.items, cells, years, strict=True):
-        properties = item.get("properties") or {}
-        for cell in item_cells:
-            row = {**item, "properties": {**properties, "grid_partition": cell}}
-            lines[(cell, year)].append(orjson.dumps(row))
+    with paused_gc():
+        parsed = parse_items(fetched.bodies, fetched.keys)
+        cells = fan_out(parsed.geometries, resolution)
+        years = year_labels(parsed.table).to_pylist()
+        for item, item_cells, year in zip(parsed.items, cells, years, strict=True):
+            properties = item.get("properties") or {}
+            for cell in item_cells:
+                row = {**item, "properties": {**properties, "grid_partition": cell}}
+                lines[(cell, year)].append(orjson.dumps(row))
 
     def write(entry: tuple[tuple[str, str], list[bytes]]) -> None:
         (cell, year), rows = entry
@@ -338,7 +336,7 @@ def compact_bucket(
         )
     table = parsed.table.append_column(
         "grid_partition", pa.array([cell] * parsed.table.num_rows, type=pa.string())
-    )
+    ).cast(WAREHOUSE_SCHEMA)
     deduped = dedupe_latest(table)
     result = BucketResult(cell, year, duplicates_dropped=table.num_rows - deduped.num_rows)
     sequence = 0
@@ -347,7 +345,8 @@ def compact_bucket(
     for _, rows in split_buckets(deduped):
         for offset in range(0, rows.num_rows, compact_rows):
             uri = layout.warehouse_file(warehouse, cell, year, token, sequence)
-            result.bytes += write_geoparquet(rows.slice(offset, compact_rows), uri)
+            written = write_geoparquet(rows.slice(offset, compact_rows), uri, presorted=True)
+            result.bytes += written.size
             result.files.append(uri)
             result.rows += min(compact_rows, rows.num_rows - offset)
             sequence += 1

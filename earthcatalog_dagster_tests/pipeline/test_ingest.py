@@ -48,6 +48,16 @@ def test_ingest_builds_the_catalog_and_reconciles(home, fmt) -> None:
     # Each id once per overlapping cell and nowhere else.
     assert sorted(_table_rows(home)) == _expected_pairs(day)
 
+    # Iceberg partition values (from the writer's own footers) match each file's path.
+    table = iceberg.load_table(iceberg.open_catalog(home.catalog, home.warehouse))
+    files = table.inspect.files().to_pylist()
+    assert len(files) == summary.files_written
+    for file in files:
+        cell, year = layout.parse_warehouse_file(file["file_path"])
+        assert file["partition"]["grid_partition"] == cell
+        year_value = file["partition"]["datetime_year"]
+        assert (str(1970 + year_value) if year_value is not None else layout.NO_YEAR) == year
+
     # The hash index holds exactly the ingested ids.
     index = load_hash_index(home.warehouse_hash)
     assert len(index) == len(set(day.good_ids))

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +69,13 @@ def _run(home_dir: str, date: str, **kwargs: Any):
     )
 
 
-def _child(home_dir: str, date: str, kill: str | None, barrier: Any = None) -> None:
-    """Materialize one partition; with ``kill``, SIGKILL ourselves inside that function."""
+def _child(
+    home_dir: str, date: str, kill: str | None, barrier: Any = None, spans: str | None = None
+) -> None:
+    """Materialize one partition; with ``kill``, SIGKILL ourselves inside that function.
+
+    ``spans``: a file to which the run's start and end times are appended.
+    """
     if kill is not None:
         module_name, attribute, real_calls = KILL_POINTS[kill]
         module = sys.modules[module_name]
@@ -85,13 +91,19 @@ def _child(home_dir: str, date: str, kill: str | None, barrier: Any = None) -> N
         setattr(module, attribute, killer)
     if barrier is not None:
         barrier.wait(timeout=CHILD_TIMEOUT_S)
+    start = time.time()
     result = _run(home_dir, date, raise_on_error=False)
+    if spans is not None:
+        with open(spans, "a") as out:
+            out.write(f"{start} {time.time()}\n")
     sys.exit(0 if result.success else 3)
 
 
-def _spawn(home: Settings, date, kill: str | None = None, barrier: Any = None):
+def _spawn(home: Settings, date, kill: str | None = None, barrier: Any = None, spans=None):
     ctx = multiprocessing.get_context("spawn")
-    process = ctx.Process(target=_child, args=(home.home, date.isoformat(), kill, barrier))
+    process = ctx.Process(
+        target=_child, args=(home.home, date.isoformat(), kill, barrier, spans and str(spans))
+    )
     process.start()
     return process
 
@@ -226,6 +238,8 @@ def test_killed_between_iceberg_table_and_hash_index_heals(home) -> None:
     assert _table_pairs(home) == _expected_pairs(day)
     assert len(load_hash_index(home.warehouse_hash)) == 0
     assert storage.exists(layout.delta_pending(home.delta_prefix, DAY_1))
+    # Killed while holding the catalog lock: the rerun must not wait out its 6 h TTL.
+    assert storage.exists(layout.catalog_lock(home.catalog))
     files = _warehouse_files(home)
 
     result = _run(home.home, DAY_1.isoformat())
@@ -237,6 +251,7 @@ def test_killed_between_iceberg_table_and_hash_index_heals(home) -> None:
     assert registered["files already registered"] == len(files)
     hashes = _metadata(result, "hash_index")
     assert hashes["hashes added"] == len(set(day.good_ids))
+    assert not storage.exists(layout.catalog_lock(home.catalog))
 
 
 # --- two partitions at once ----------------------------------------------------------------------
@@ -251,11 +266,16 @@ def _keys_under(prefix: str) -> set[str]:
     return keys
 
 
-def test_two_partitions_in_two_processes_at_once(home) -> None:
+def test_two_partitions_in_two_processes_at_once(home, tmp_path) -> None:
     days = [_day(home, DAY_1, seed=4), _day(home, DAY_2, seed=5)]
     barrier = multiprocessing.get_context("spawn").Barrier(2)
-    processes = [_spawn(home, day.date, barrier=barrier) for day in days]
+    spans = tmp_path / "spans.txt"
+    processes = [_spawn(home, day.date, barrier=barrier, spans=spans) for day in days]
     assert [_finish(p) for p in processes] == [0, 0]
+    (_, end_a), (start_b, _) = sorted(
+        tuple(map(float, line.split())) for line in spans.read_text().splitlines()
+    )
+    assert start_b < end_a, "the two runs did not overlap"
 
     for day, other in (days, days[::-1]):
         staging = layout.staging_for(home.staging, day.date)

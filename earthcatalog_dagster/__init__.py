@@ -1,6 +1,7 @@
 """earthcatalog-dagster: keep the ITS_LIVE STAC catalog current, with Dagster as control plane.
 
-``ingest()`` is the single-node path for daily deltas; the Dagster code location lives in
+``ingest()`` is the single-node path for daily deltas, ``bulk_ingest()`` the distributed
+4-phase path for backfills; the Dagster code location lives in
 :mod:`earthcatalog_dagster.definitions`. Entry points are imported on first use, so that
 importing a small module (``config``, ``layout``) stays cheap.
 """
@@ -10,10 +11,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from earthcatalog_dagster.pipeline.bulk import BulkSummary, bulk_ingest
     from earthcatalog_dagster.pipeline.ingest import IngestSummary, ingest
 
 __version__ = "0.1.0"
-__all__ = ["IngestSummary", "__version__", "ingest"]
+__all__ = ["BulkSummary", "IngestSummary", "__version__", "bulk_ingest", "ingest"]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,4 +23,8 @@ def __getattr__(name: str) -> Any:
         from earthcatalog_dagster.pipeline import ingest as module
 
         return getattr(module, name)
+    if name in ("bulk_ingest", "BulkSummary"):
+        from earthcatalog_dagster.pipeline import bulk
+
+        return getattr(bulk, name)
     raise AttributeError(f"module 'earthcatalog_dagster' has no attribute {name!r}")

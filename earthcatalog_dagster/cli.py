@@ -128,6 +128,59 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run_backfill(args: argparse.Namespace) -> int:
+    """The operators' ``run_backfill.py``: the 4-phase pipeline on Dask."""
+    from earthcatalog_dagster.pipeline.bulk import bulk_ingest
+
+    create_client = None
+    if args.scheduler == "coiled":
+        create_client = _coiled_client(args)
+    summary = bulk_ingest(
+        args.inventory,
+        mode="delta" if args.delta else "full",
+        create_client=create_client,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        threads_per_worker=args.threads_per_worker,
+        chunk_size=args.chunk_size,
+        compact_rows=args.compact_rows,
+        fetch_concurrency=args.fetch_concurrency,
+        warehouse=args.warehouse,
+        catalog=args.catalog,
+        hash_index=args.hash_index,
+        staging=args.staging,
+        source_root=args.source_root,
+        since=args.since,
+        limit=args.limit,
+        h3_resolution=args.h3_resolution,
+        update_hash_index=args.update_hash_index,
+        skip_inventory=args.skip_inventory,
+        skip_ingest=args.skip_ingest,
+        retry_pending=args.retry_pending,
+        use_lock=not args.no_lock,
+        skip_upload=args.skip_upload,
+    )
+    print(summary.render())
+    return 0 if summary.reconciles else 1
+
+
+def _coiled_client(args: argparse.Namespace):  # -> Callable[[], Client]
+    def create() -> object:
+        try:
+            import coiled
+        except ImportError:
+            raise SystemExit(
+                "error: --scheduler coiled needs the coiled package (pip install coiled)"
+            ) from None
+        cluster = coiled.Cluster(
+            n_workers=args.coiled_n_workers,
+            worker_vm_types=[args.coiled_vm_type] if args.coiled_vm_type else None,
+        )
+        return cluster.get_client()
+
+    return create
+
+
 def _date(text: str) -> dt.date:
     try:
         return dt.date.fromisoformat(text)
@@ -167,6 +220,46 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--no-hash-index", action="store_true", help="do not update the hash index")
     ing.set_defaults(func=cmd_ingest)
 
+    bf = sub.add_parser(
+        "run-backfill",
+        help="the 4-phase pipeline on Dask (bulk_ingest()), every flag of run_backfill.py",
+    )
+    bf.add_argument(
+        "--inventory", required=True, help="delta Parquet, manifest.json or CSV/Parquet"
+    )
+    bf.add_argument("--catalog", help="local catalog.db (env CATALOG)")
+    bf.add_argument("--warehouse", help="warehouse root (env WAREHOUSE)")
+    bf.add_argument("--staging", help="this run's own staging prefix, e.g. .../ingest/delta_D")
+    bf.add_argument("--delta", action="store_true", help="append mode: add files, keep table")
+    bf.add_argument(
+        "--update-hash-index", action="store_true", help="merge the new ids into the hash index"
+    )
+    bf.add_argument("--hash-index", help="hash index Parquet (env WAREHOUSE_HASH)")
+    bf.add_argument("--skip-upload", action="store_true", help="do not upload catalog.db")
+    bf.add_argument(
+        "--skip-inventory", action="store_true", help="reuse existing chunks (after a crash)"
+    )
+    bf.add_argument("--no-lock", action="store_true", help="skip the catalog lock")
+    bf.add_argument("--limit", type=int, help="only the first N items (smoke test)")
+    bf.add_argument(
+        "--scheduler", default="local", help="local | synchronous | coiled | tcp://host:8786"
+    )
+    bf.add_argument("--workers", type=int, default=4, help="Dask workers (local scheduler)")
+    bf.add_argument("--chunk-size", type=int, default=10_000, help="items per chunk")
+    bf.add_argument("--since", help="only rows with last_modified_date >= this")
+    bf.add_argument(
+        "--h3-resolution", type=int, help="required for a first full build; read from the table"
+    )
+    bf.add_argument("--compact-rows", type=int, default=200_000, help="max rows per file")
+    bf.add_argument("--fetch-concurrency", type=int, default=256)
+    bf.add_argument("--retry-pending", action="store_true", help="retry recorded failures")
+    bf.add_argument("--skip-ingest", action="store_true", help="go straight to Phase 3")
+    bf.add_argument("--threads-per-worker", type=int, default=1)
+    bf.add_argument("--coiled-n-workers", type=int, default=50)
+    bf.add_argument("--coiled-vm-type", help="e.g. m6i.large")
+    bf.add_argument("--source-root", help="read <root>/<bucket>/<key> instead of s3://")
+    bf.set_defaults(func=cmd_run_backfill)
+
     gen = sub.add_parser("generate", help="write a synthetic ITS_LIVE day and its S3 Inventory")
     roots(gen)
     gen.add_argument("--date", type=_date, default=dt.date.today() - dt.timedelta(days=1))
@@ -194,8 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    chatty = args.verbose or args.command == "run-backfill"
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.INFO if chatty else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:

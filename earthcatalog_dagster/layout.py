@@ -98,6 +98,11 @@ def parse_ndjson_file(uri: str) -> tuple[str, str] | None:
     return parts[-3], parts[-2]
 
 
+def run_complete(staging_dir: str) -> str:
+    """Written by a bulk run's Phase 4: the run is done, a plain rerun is a no-op."""
+    return join(staging_dir, "_complete.json")
+
+
 def chunk_marker(staging_dir: str, number: int) -> str:
     return join(staging_dir, "markers", f"chunk_{number:06d}.json")
 

@@ -18,6 +18,7 @@ from pyiceberg.table import Table
 
 from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.hash_index import (
+    HashIndex,
     hash_ids,
     load_hash_index,
     read_index_state,
@@ -72,15 +73,22 @@ def read_ids(uris: Iterable[str], threads: int = 8) -> pa.Array:
 
 
 def sync_hash_index(
-    table: Table, index_uri: str, *, known_ids: Mapping[str, pa.Array] | None = None
+    table: Table,
+    index_uri: str,
+    *,
+    known_ids: Mapping[str, pa.Array] | None = None,
+    rebuild: bool = False,
 ) -> HashSync:
     """Merge into the index the ids of every file registered since it was last synced.
 
     ``known_ids`` maps files the caller has just written to their ids, which saves reading
-    them back; any other file is read.
+    them back; any other file is read. ``rebuild`` (after a full build) starts from an
+    empty index, so the index holds exactly the table's ids.
     """
     known_ids = known_ids or {}
     index, state = load_hash_index(index_uri), read_index_state(index_uri)
+    if rebuild:
+        index, state = HashIndex.empty(), {}
     same_table = state.get(TABLE_UUID_KEY) == str(table.metadata.table_uuid)
     since = int(state.get(SEQUENCE_KEY, 0)) if same_table else -1
     files = files_added_since(table, since)

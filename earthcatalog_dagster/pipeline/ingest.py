@@ -252,7 +252,9 @@ def _ingest(
     if update_hash_index:
         with _Timer(summary, "hash_index"):
             known = {w.file.uri: w.ids for w in written}
-            synced = sync_hash_index(table, cfg.warehouse_hash, known_ids=known)
+            synced = sync_hash_index(
+                table, cfg.warehouse_hash, known_ids=known, rebuild=resolved == "full"
+            )
             summary.hashes_after = synced.after
     summary.outcomes_uri = _record_outcomes(outcomes, cfg.staging, token)
     log.info("ingest summary: %s", summary.as_dict())

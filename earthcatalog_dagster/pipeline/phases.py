@@ -106,6 +106,7 @@ class ChunkPlan:
     rows: int
     chunk_size: int
     chunks: list[str] = field(default_factory=list)
+    excluded: int = 0
     reused: bool = False
 
     def to_json(self) -> bytes:
@@ -142,8 +143,12 @@ def write_chunks(
     chunk_size: int = 10_000,
     since: datetime | date | str | None = None,
     limit: int | None = None,
+    exclude: HashIndex | None = None,
 ) -> ChunkPlan:
     """Split the inventory into chunk files; reuse them when the same inventory was chunked.
+
+    Rows whose id is in ``exclude`` (the hash index, in delta mode) are left out and
+    counted in ``plan.excluded``.
 
     The plan file is written last, so a run killed while chunking rewrites the chunks.
     A different inventory (or options) clears the staging prefix first, so no NDJSON or
@@ -159,7 +164,7 @@ def write_chunks(
             existing.reused = True
             return existing
     clear_staging(staging_dir)
-    return _write_new_chunks(inventory, staging_dir, fingerprint, chunk_size, since, limit)
+    return _write_new_chunks(inventory, staging_dir, fingerprint, chunk_size, since, limit, exclude)
 
 
 def reuse_chunks(staging_dir: str) -> ChunkPlan:
@@ -175,14 +180,39 @@ def reuse_chunks(staging_dir: str) -> ChunkPlan:
 
 
 def _write_new_chunks(
-    inventory: str, staging_dir: str, fingerprint: str, chunk_size: int, since: Any, limit: Any
+    inventory: str,
+    staging_dir: str,
+    fingerprint: str,
+    chunk_size: int,
+    since: Any,
+    limit: Any,
+    exclude: HashIndex | None,
 ) -> ChunkPlan:
     plan = ChunkPlan(source=inventory, fingerprint=fingerprint, rows=0, chunk_size=chunk_size)
-    for batch in iter_inventory(inventory, since=since, limit=limit, batch_rows=chunk_size):
+    pending: list[pa.Table] = []
+    pending_rows = 0
+
+    def flush(rows: pa.Table) -> None:
         uri = layout.chunk_file(staging_dir, len(plan.chunks))
-        storage.write_parquet(pa.Table.from_batches([batch]).select(["bucket", "key"]), uri)
+        storage.write_parquet(rows, uri)
         plan.chunks.append(uri)
-        plan.rows += batch.num_rows
+        plan.rows += rows.num_rows
+
+    for batch in iter_inventory(inventory, since=since, limit=limit, batch_rows=chunk_size):
+        rows = pa.Table.from_batches([batch]).select(["bucket", "key"])
+        if exclude is not None and len(exclude):
+            fresh = exclude.missing_mask(hash_ids(ids_of_keys(rows["key"])))
+            plan.excluded += rows.num_rows - int(fresh.sum())
+            rows = rows.filter(pa.array(fresh))
+        pending.append(rows)
+        pending_rows += rows.num_rows
+        while pending_rows >= chunk_size:
+            merged = pa.concat_tables(pending)
+            flush(merged.slice(0, chunk_size))
+            pending = [merged.slice(chunk_size)]
+            pending_rows = pending[0].num_rows
+    if pending_rows:
+        flush(pa.concat_tables(pending))
     storage.write_bytes(layout.chunk_plan(staging_dir), plan.to_json())
     return plan
 
@@ -320,23 +350,17 @@ def compact_bucket(
         return BucketResult(**json.loads(storage.read_bytes(marker)), skipped=True)
     prefix = layout.join(layout.ndjson_dir(staging_dir), cell, year)
     sources = [o.uri for o in storage.list_objects(prefix, suffix=".ndjson")]
-    items: list[dict[str, Any]] = []
-    for data in storage.get_many(sources):
-        if data.data is None:
-            raise FileNotFoundError(f"NDJSON vanished while compacting: {data.uri} ({data.error})")
-        for line in data.data.splitlines():
-            if line:
-                item = orjson.loads(line)
-                item.get("properties", {}).pop("grid_partition", None)
-                items.append(item)
-    parsed = parse_decoded(items, [str(i.get("id")) for i in items])
-    if parsed.rejects:  # NDJSON was validated in phase 2; this would be a bug, not bad data
-        raise ValueError(
-            f"bucket {cell}/{year}: staged items failed validation: {parsed.rejects[:3]}"
-        )
-    table = parsed.table.append_column(
-        "grid_partition", pa.array([cell] * parsed.table.num_rows, type=pa.string())
-    ).cast(WAREHOUSE_SCHEMA)
+    # Stream: a few dozen NDJSON files in memory at a time, each parsed straight to Arrow.
+    parts: list[pa.Table] = []
+    with paused_gc():
+        for start in range(0, len(sources), 64):
+            for got in storage.get_many(sources[start : start + 64]):
+                if got.data is None:
+                    raise FileNotFoundError(
+                        f"NDJSON vanished while compacting: {got.uri} ({got.error})"
+                    )
+                parts.append(_ndjson_rows(got.uri, got.data, cell))
+    table = pa.concat_tables(parts) if parts else WAREHOUSE_SCHEMA.empty_table()
     deduped = dedupe_latest(table)
     result = BucketResult(cell, year, duplicates_dropped=table.num_rows - deduped.num_rows)
     sequence = 0
@@ -354,6 +378,26 @@ def compact_bucket(
     return result
 
 
+def _ndjson_rows(uri: str, data: bytes, cell: str) -> pa.Table:
+    """Warehouse rows of one staged NDJSON file (its lines carry their cell already)."""
+    items = []
+    for line in data.splitlines():
+        if line:
+            item = orjson.loads(line)
+            item.get("properties", {}).pop("grid_partition", None)
+            items.append(item)
+    parsed = parse_decoded(items, [str(i.get("id")) for i in items])
+    if parsed.rejects:  # validated in phase 2 already: this is corruption, not bad data
+        raise ValueError(f"{uri}: staged items failed validation: {parsed.rejects[:3]}")
+    cells = pa.array([cell] * parsed.table.num_rows, type=pa.string())
+    return parsed.table.append_column("grid_partition", cells).cast(WAREHOUSE_SCHEMA)
+
+
 def clear_markers(staging_dir: str) -> int:
-    """After a successful registration: drop NDJSON and markers, keep chunks and outcomes."""
-    return clear_staging(staging_dir, ("staging", "markers", "compacted"))
+    """After a successful registration: drop the NDJSON and the bucket markers.
+
+    Chunk markers stay (they are small), so a rerun skips every chunk instead of staging
+    it again, and finds no NDJSON to compact: nothing is written twice. Items retried
+    later (``--retry-pending``) are then the only NDJSON a bucket holds.
+    """
+    return clear_staging(staging_dir, ("staging", "compacted"))

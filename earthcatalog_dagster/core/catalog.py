@@ -32,6 +32,8 @@ from pyiceberg.table import Table, TableProperties
 from pyiceberg.transforms import IdentityTransform, YearTransform
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from earthcatalog_dagster import layout
+from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.geoparquet import WrittenFile
 from earthcatalog_dagster.core.schema import (
     GRID_RESOLUTION_PROPERTY,
@@ -86,11 +88,18 @@ def open_catalog(catalog_path: str, warehouse: str, *, attempts: int = 5) -> Sql
     Catalogs are opened outside the catalog lock (readers open them too), so two processes
     opening a new ``catalog.db`` at once race to create its tables and namespace; the
     loser's insert fails, and it retries and finds them there.
+
+    When the warehouse is on S3, Iceberg's own metadata and data paths are ``s3://`` URIs:
+    PyIceberg's S3 FileIO gets the storage module's settings (region, endpoint,
+    credentials) as catalog properties.
     """
     Path(catalog_path).parent.mkdir(parents=True, exist_ok=True)
+    properties = storage.pyiceberg_properties() if not storage.is_local(warehouse) else {}
     for attempt in range(1, attempts + 1):
         try:
-            catalog = SqlCatalog(CATALOG_NAME, uri=f"sqlite:///{catalog_path}", warehouse=warehouse)
+            catalog = SqlCatalog(
+                CATALOG_NAME, uri=f"sqlite:///{catalog_path}", warehouse=warehouse, **properties
+            )
             with contextlib.suppress(NamespaceAlreadyExistsError):
                 catalog.create_namespace(TABLE_NAMESPACE)
             return catalog
@@ -253,3 +262,18 @@ def rebuild_table(
         catalog, warehouse=warehouse, resolution=resolution, hash_index_path=hash_index_path
     )
     return table, register_files(table, sorted(files))
+
+
+def rebuild_from_warehouse(
+    catalog: SqlCatalog, warehouse: str, *, resolution: int, hash_index_path: str
+) -> tuple[Table, Registration]:
+    """A full build: the table recreated from every warehouse file in the hive layout."""
+    listing = storage.list_objects(warehouse, suffix=".parquet")
+    files = [o.uri for o in listing if layout.parse_warehouse_file(o.uri)]
+    return rebuild_table(
+        catalog,
+        warehouse=warehouse,
+        files=files,
+        resolution=resolution,
+        hash_index_path=hash_index_path,
+    )

@@ -482,3 +482,10 @@ def _rebatch(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Record
     if count:
         table = pa.Table.from_batches(pending, schema=INVENTORY_SCHEMA).combine_chunks()
         yield from table.to_batches(max_chunksize=rows)
+
+
+def ids_of_keys(keys: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Item ids of object keys — the file name without ``.stac.json`` — vectorized."""
+    names = pc.replace_substring_regex(keys, pattern=r"^.*/", replacement="")
+    ids = pc.replace_substring_regex(names, pattern=r"\.stac\.json$", replacement="")
+    return ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids

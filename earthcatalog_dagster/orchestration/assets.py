@@ -23,14 +23,22 @@ from dagster import (
     Output,
     asset,
 )
+from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from earthcatalog_dagster import layout
 from earthcatalog_dagster.core import catalog as iceberg
 from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.hash_index import hash_ids, load_hash_index
+from earthcatalog_dagster.core.inventory import ids_of_keys
 from earthcatalog_dagster.orchestration.partitions import backfill_policy, daily_partitions
-from earthcatalog_dagster.orchestration.resources import DaskCompute, IcebergCatalog, StorageRoots
+from earthcatalog_dagster.orchestration.resources import (
+    DaskCompute,
+    IcebergCatalog,
+    StorageRoots,
+    use_s3,
+    with_s3,
+)
 from earthcatalog_dagster.pipeline import phases
 from earthcatalog_dagster.pipeline.hash_sync import read_ids, sync_hash_index
 
@@ -88,9 +96,10 @@ def _seconds(start: float) -> float:
     ),
 )
 def delta_inventory(
-    context: AssetExecutionContext, config: DeltaConfig, roots: StorageRoots
+    context: AssetExecutionContext, config: DeltaConfig, roots: StorageRoots, s3: S3Resource
 ) -> Output[dict[str, Any]]:
     start = time.perf_counter()
+    use_s3(s3)
     cfg = roots.settings()
     date = context.partition_key
     delta_uri = layout.delta_pending(cfg.delta_prefix, date)
@@ -134,9 +143,11 @@ def staged_chunks(
     context: AssetExecutionContext,
     config: ChunkConfig,
     roots: StorageRoots,
+    s3: S3Resource,
     delta_inventory: dict[str, Any],
 ) -> Output[dict[str, Any]]:
     start = time.perf_counter()
+    use_s3(s3)
     plan = phases.write_chunks(
         delta_inventory["delta"],
         _staging(roots, context),
@@ -169,16 +180,21 @@ def ndjson_items(
     roots: StorageRoots,
     catalog: IcebergCatalog,
     compute: DaskCompute,
+    s3: S3Resource,
     staged_chunks: dict[str, Any],
 ) -> Output[dict[str, Any]]:
     start = time.perf_counter()
+    use_s3(s3)
     cfg = roots.settings()
-    task = functools.partial(
-        phases.ingest_chunk,
-        staging_dir=_staging(roots, context),
-        source_root=cfg.source_root,
-        resolution=catalog.resolution(cfg),
-        fetch_concurrency=config.fetch_concurrency,
+    task = with_s3(
+        functools.partial(
+            phases.ingest_chunk,
+            staging_dir=_staging(roots, context),
+            source_root=cfg.source_root,
+            resolution=catalog.resolution(cfg),
+            fetch_concurrency=config.fetch_concurrency,
+        ),
+        s3,
     )
     results = compute.map(
         task, staged_chunks["chunks"], scheduler=config.scheduler, workers=config.workers
@@ -242,20 +258,25 @@ def warehouse_parquets(
     roots: StorageRoots,
     catalog: IcebergCatalog,
     compute: DaskCompute,
+    s3: S3Resource,
     ndjson_items: dict[str, Any],
 ):
     start = time.perf_counter()
+    use_s3(s3)
     cfg = roots.settings()
     staging = _staging(roots, context)
     table = catalog.load_table(cfg)
     registered = frozenset(iceberg.registered_files(table)) if table is not None else frozenset()
-    task = functools.partial(
-        _compact,
-        staging_dir=staging,
-        warehouse=cfg.warehouse,
-        token=context.partition_key,
-        registered=registered,
-        compact_rows=config.compact_rows,
+    task = with_s3(
+        functools.partial(
+            _compact,
+            staging_dir=staging,
+            warehouse=cfg.warehouse,
+            token=context.partition_key,
+            registered=registered,
+            compact_rows=config.compact_rows,
+        ),
+        s3,
     )
     results = compute.map(
         task,
@@ -338,10 +359,10 @@ def _warehouse_checks(files: list[str], staging: str, hash_index_uri: str, ndjso
         for o in storage.list_objects(layout.join(staging, part), suffix=".parquet")
     ]
     delta_ids = pc.unique(
-        pa.chunked_array([phases.ids_of_keys(k) for k in chunk_keys], pa.string())
+        pa.chunked_array([ids_of_keys(k) for k in chunk_keys], pa.string())
     )
     known = pa.chunked_array(
-        [ids, *(phases.ids_of_keys(k) for k in recorded)], type=pa.string()
+        [ids, *(ids_of_keys(k) for k in recorded)], type=pa.string()
     ).combine_chunks()
     unaccounted = delta_ids.filter(pc.invert(pc.is_in(delta_ids, value_set=known)))
     if len(unaccounted):
@@ -383,9 +404,11 @@ def iceberg_table(
     context: AssetExecutionContext,
     roots: StorageRoots,
     catalog: IcebergCatalog,
+    s3: S3Resource,
     warehouse_parquets: dict[str, Any],
 ) -> Output[dict[str, Any]]:
     start = time.perf_counter()
+    use_s3(s3)
     cfg = roots.settings()
     with catalog.locked(cfg):
         table = catalog.load_or_create_table(cfg)
@@ -430,9 +453,11 @@ def hash_index(
     context: AssetExecutionContext,
     roots: StorageRoots,
     catalog: IcebergCatalog,
+    s3: S3Resource,
     iceberg_table: dict[str, Any],
 ):
     start = time.perf_counter()
+    use_s3(s3)
     cfg = roots.settings()
     with catalog.locked(cfg):
         table = catalog.load_or_create_table(cfg)

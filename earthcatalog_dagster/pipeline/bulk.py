@@ -279,12 +279,9 @@ def bulk_ingest(
     lock_uri = layout.catalog_lock(cfg.catalog) if use_lock else None
     with lock.held(lock_uri, owner="earthcatalog-dagster bulk_ingest()"):
         if resolved == "full":
-            listing = storage.list_objects(cfg.warehouse, suffix=".parquet")
-            warehouse_files = [o.uri for o in listing if layout.parse_warehouse_file(o.uri)]
-            table, registration = iceberg.rebuild_table(
+            table, registration = iceberg.rebuild_from_warehouse(
                 sql_catalog,
-                warehouse=cfg.warehouse,
-                files=warehouse_files,
+                cfg.warehouse,
                 resolution=resolution,
                 hash_index_path=cfg.warehouse_hash,
             )

@@ -12,20 +12,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import xxhash
 
 from earthcatalog_dagster import layout
 from earthcatalog_dagster.config import Settings
 from earthcatalog_dagster.core import catalog as iceberg
-from earthcatalog_dagster.core import lock, storage
+from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.buckets import (
     BucketKey,
     dedupe_latest,
@@ -35,9 +34,10 @@ from earthcatalog_dagster.core.buckets import (
 from earthcatalog_dagster.core.fetch import fetch_objects
 from earthcatalog_dagster.core.geoparquet import WrittenFile, write_geoparquet
 from earthcatalog_dagster.core.hash_index import hash_ids, load_hash_index
-from earthcatalog_dagster.core.inventory import iter_inventory
+from earthcatalog_dagster.core.inventory import ids_of_keys, iter_inventory
 from earthcatalog_dagster.core.items import parse_items
 from earthcatalog_dagster.core.partitioning import DEFAULT_RESOLUTION
+from earthcatalog_dagster.core.remote_catalog import catalog_session
 from earthcatalog_dagster.core.schema import WAREHOUSE_SCHEMA
 from earthcatalog_dagster.pipeline.hash_sync import sync_hash_index
 from earthcatalog_dagster.pipeline.outcomes import OUTCOME_SCHEMA, outcome_table
@@ -122,6 +122,7 @@ def ingest(
     *,
     warehouse: str | None = None,
     catalog: str | None = None,
+    catalog_remote: str | None = None,
     hash_index: str | None = None,
     source_root: str | None = None,
     staging: str | None = None,
@@ -135,6 +136,7 @@ def ingest(
     fetch_concurrency: int = 256,
     use_lock: bool = True,
     lock_timeout: float = 600.0,
+    skip_upload: bool = False,
     settings: Settings | None = None,
 ) -> IngestSummary:
     """Ingest the ``.stac.json`` objects of an inventory into the catalog, on one node.
@@ -145,17 +147,31 @@ def ingest(
     from the embedded default. ``mode="auto"`` builds the table when there is none and
     appends otherwise; ``"full"`` drops and recreates it from the warehouse listing.
     Items whose id is already in the hash index are skipped (delta mode), so rerunning
-    an inventory adds nothing. The run holds the lock beside the catalog (``use_lock``).
-    Returns a summary whose counts reconcile.
+    an inventory adds nothing. The run holds the lock beside the catalog (``use_lock``;
+    the operators' ``--no-lock``). With a remote catalog (``catalog_remote``,
+    ``$CATALOG_REMOTE``) the lock is beside it, the catalog is downloaded first and uploaded
+    (conditionally) once the files are registered, before the hash index follows it
+    (``skip_upload``: the operators' ``--skip-upload``). Returns a summary whose counts
+    reconcile.
     """
     base = settings or Settings.from_env()
     cfg = base.with_overrides(
-        warehouse=warehouse, warehouse_hash=hash_index, staging=staging, catalog=catalog
+        warehouse=warehouse,
+        warehouse_hash=hash_index,
+        staging=staging,
+        catalog=catalog,
+        catalog_remote=catalog_remote,
     )
     if source_root is not None:
         cfg = cfg.with_overrides(source_root=source_root)
-    lock_uri = layout.catalog_lock(cfg.catalog) if use_lock else None
-    with lock.held(lock_uri, owner="earthcatalog-dagster ingest()", timeout=lock_timeout):
+    with catalog_session(
+        cfg.catalog,
+        cfg.catalog_remote,
+        use_lock=use_lock,
+        skip_upload=skip_upload,
+        owner="earthcatalog-dagster ingest()",
+        lock_timeout=lock_timeout,
+    ) as session:
         return _ingest(
             inventory,
             cfg,
@@ -167,6 +183,7 @@ def ingest(
             batch_rows,
             compact_rows,
             fetch_concurrency,
+            session.commit,
         )
 
 
@@ -181,6 +198,7 @@ def _ingest(
     batch_rows: int,
     compact_rows: int,
     fetch_concurrency: int,
+    commit: Callable[[], object] = lambda: None,
 ) -> IngestSummary:
     sql_catalog = iceberg.open_catalog(cfg.catalog, cfg.warehouse)
     table = iceberg.load_table(sql_catalog)
@@ -214,7 +232,7 @@ def _ingest(
             batch = _drop_repeated_keys(batch, seen_keys, summary)
             if resolved == "delta":
                 with _Timer(summary, "anti_join"):
-                    ids = _ids_of_keys(batch["key"])
+                    ids = ids_of_keys(batch["key"])
                     fresh = index.missing_mask(hash_ids(ids))
                 summary.already_ingested += batch.num_rows - int(fresh.sum())
                 batch = batch.filter(pa.array(fresh))
@@ -234,12 +252,9 @@ def _ingest(
         written = _write_buckets(exploded, cfg.warehouse, token, table, compact_rows, summary)
     with _Timer(summary, "register"):
         if resolved == "full":
-            listing = [o.uri for o in storage.list_objects(cfg.warehouse, suffix=".parquet")]
-            warehouse_files = [u for u in listing if layout.parse_warehouse_file(u)]
-            table, registration = iceberg.rebuild_table(
+            table, registration = iceberg.rebuild_from_warehouse(
                 sql_catalog,
-                warehouse=cfg.warehouse,
-                files=warehouse_files,
+                cfg.warehouse,
                 resolution=resolution,
                 hash_index_path=cfg.warehouse_hash,
             )
@@ -249,6 +264,7 @@ def _ingest(
             )
         summary.files_registered = registration.added
         summary.snapshot_id = registration.snapshot_id
+        commit()  # publish the catalog before the hash index follows it
     if update_hash_index:
         with _Timer(summary, "hash_index"):
             known = {w.file.uri: w.ids for w in written}
@@ -305,13 +321,6 @@ def _drop_repeated_keys(batch: pa.Table, seen: set[str], summary: IngestSummary)
         summary.duplicate_keys += dropped
         batch = batch.filter(pa.array(keep))
     return batch
-
-
-def _ids_of_keys(keys: pa.ChunkedArray) -> pa.Array:
-    names = pc.replace_substring_regex(keys, pattern=r"^.*/", replacement="")
-    return pc.replace_substring_regex(
-        names, pattern=r"\.stac\.json$", replacement=""
-    ).combine_chunks()
 
 
 def _process(

@@ -26,7 +26,6 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 import xxhash
 
 from earthcatalog_dagster import layout
@@ -35,7 +34,7 @@ from earthcatalog_dagster.core.buckets import dedupe_latest, split_buckets, year
 from earthcatalog_dagster.core.fetch import fetch_objects
 from earthcatalog_dagster.core.geoparquet import write_geoparquet
 from earthcatalog_dagster.core.hash_index import HashIndex, hash_ids, load_hash_index
-from earthcatalog_dagster.core.inventory import iter_inventory
+from earthcatalog_dagster.core.inventory import ids_of_keys, iter_inventory
 from earthcatalog_dagster.core.items import parse_decoded, parse_items
 from earthcatalog_dagster.core.partitioning import fan_out
 from earthcatalog_dagster.core.schema import WAREHOUSE_SCHEMA
@@ -46,13 +45,6 @@ DELTA_SCHEMA = pa.schema(
     [("bucket", pa.string()), ("key", pa.string()), ("id_hash", pa.binary(16))]
 )
 _STAGING_PARTS = ("chunks", "staging", "markers", "compacted", "pending_chunks", "rejects")
-
-
-def ids_of_keys(keys: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Item ids of object keys: the file name without ``.stac.json``, vectorized."""
-    names = pc.replace_substring_regex(keys, pattern=r"^.*/", replacement="")
-    ids = pc.replace_substring_regex(names, pattern=r"\.stac\.json$", replacement="")
-    return ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
 
 
 # --- delta --------------------------------------------------------------------------------

@@ -42,6 +42,29 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_daily_delta(args: argparse.Namespace) -> int:
+    """The delta of one date outside Dagster: ``DELTA_PREFIX/pending/delta_D.parquet``."""
+    from earthcatalog_dagster import layout
+    from earthcatalog_dagster.pipeline.delta import daily_delta
+
+    cfg = Settings.from_env().with_overrides(
+        warehouse_hash=args.warehouse_hash,
+        delta_prefix=args.delta_prefix,
+        inventory=args.inventory,
+    )
+    date = args.date or dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    result = daily_delta(
+        args.manifest or layout.inventory_manifest(cfg.inventory, date),
+        delta_prefix=cfg.delta_prefix,
+        date=date,
+        hash_index_uri=cfg.warehouse_hash,
+        since=args.since,
+        carry_over=not args.no_carry_over,
+    )
+    print(json.dumps(result.as_dict(), indent=2))
+    return 0
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from earthcatalog_dagster.pipeline.ingest import ingest
 
@@ -204,6 +227,24 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="print the catalog summary")
     roots(info)
     info.set_defaults(func=cmd_info)
+
+    dd = sub.add_parser(
+        "daily-delta",
+        help="write DELTA_PREFIX/pending/delta_D.parquet: the day's S3 Inventory minus the "
+        "hash index, plus older pending deltas (reused if it exists)",
+    )
+    dd.add_argument(
+        "manifest",
+        nargs="?",
+        help="the day's S3 Inventory manifest (default <INVENTORY>/<date>T01-00Z/manifest.json)",
+    )
+    dd.add_argument("--date", type=_date, help="delta date YYYY-MM-DD (default: yesterday, UTC)")
+    dd.add_argument("--warehouse-hash", help="hash index Parquet (env WAREHOUSE_HASH)")
+    dd.add_argument("--delta-prefix", help="deltas root: pending/, ingested/ (env DELTA_PREFIX)")
+    dd.add_argument("--inventory", help="S3 Inventory root, default manifest (env INVENTORY)")
+    dd.add_argument("--since", help="only rows with last_modified_date >= this (ISO date/time)")
+    dd.add_argument("--no-carry-over", action="store_true", help="leave older pending deltas out")
+    dd.set_defaults(func=cmd_daily_delta)
 
     ing = sub.add_parser("ingest", help="single-node ingest of an inventory (ingest())")
     ing.add_argument(

@@ -25,6 +25,7 @@ ENV_VARS = (
     "DELTA_PREFIX",
     "INVENTORY",
     "CATALOG",
+    "CATALOG_REMOTE",
     "SOURCE_ROOT",
     "AWS_REGION",
 )
@@ -41,7 +42,9 @@ class Settings:
 
     ``source_root`` is ``None`` when items are read from their real bucket
     (``s3://<bucket>/<key>``, unsigned); otherwise ``<source_root>/<bucket>/<key>``.
-    ``catalog`` is the local SQLite ``catalog.db`` path.
+    ``catalog`` is the local SQLite ``catalog.db`` path; ``catalog_remote``, when set
+    (``$CATALOG_REMOTE``, e.g. ``s3://bucket/catalog/earthcatalog.db``), is the shared copy
+    that every commit downloads, updates and uploads under the lock beside it.
     """
 
     home: str
@@ -53,6 +56,7 @@ class Settings:
     catalog: str
     source_root: str | None
     aws_region: str = DEFAULT_REGION
+    catalog_remote: str | None = None
 
     @classmethod
     def embedded(cls, home: str | os.PathLike[str] | None = None) -> Settings:
@@ -93,6 +97,7 @@ class Settings:
             source_root=_clean(env.get("SOURCE_ROOT"))
             or (None if configured else base.source_root),
             aws_region=env.get("AWS_REGION") or DEFAULT_REGION,
+            catalog_remote=_clean(env.get("CATALOG_REMOTE")),
         )
 
     def with_overrides(self, **fields: str | None) -> Settings:

@@ -65,6 +65,28 @@ def delta_ingested(delta_prefix: str, date: dt.date | str) -> str:
     return join(delta_prefix, "ingested", f"delta_{date_key(date)}.done")
 
 
+def deltas_pending_dir(delta_prefix: str) -> str:
+    return join(delta_prefix, "pending")
+
+
+def deltas_ingested_dir(delta_prefix: str) -> str:
+    return join(delta_prefix, "ingested")
+
+
+_DELTA_NAME = re.compile(r"(?:^|/)delta_(?P<date>\d{4}-\d{2}-\d{2})\.(?:parquet|done)$")
+
+
+def parse_delta_date(uri: str) -> str | None:
+    """The ``YYYY-MM-DD`` of a ``delta_D.parquet`` / ``delta_D.done`` URI, or ``None``."""
+    match = _DELTA_NAME.search(uri)
+    if not match:
+        return None
+    try:
+        return date_key(match["date"])
+    except ValueError:
+        return None
+
+
 # --- staging (one isolated prefix per delta date) ---------------------------------------------
 
 

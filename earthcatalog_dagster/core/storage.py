@@ -55,6 +55,7 @@ __all__ = [
     "GetResult",
     "ObjectInfo",
     "ObjectNotFound",
+    "PreconditionFailed",
     "RetryPolicy",
     "StorageError",
     "clear_cache",
@@ -68,10 +69,14 @@ __all__ = [
     "local_path",
     "move",
     "open_input",
+    "pyiceberg_properties",
     "read_bytes",
     "read_parquet",
+    "read_with_etag",
+    "s3_overrides",
     "write_bytes",
     "write_if_absent",
+    "write_if_match",
     "write_parquet",
 ]
 
@@ -102,6 +107,10 @@ class ObjectNotFound(FileNotFoundError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.uri, self.detail))
+
+
+class PreconditionFailed(StorageError):
+    """A conditional write was refused: the object changed (or appeared, or vanished)."""
 
 
 class AccessDenied(PermissionError):
@@ -155,6 +164,35 @@ def configure_s3(
         _overrides.clear()
         _overrides.update({k: v for k, v in given.items() if v})
         _cache.clear()
+
+
+def s3_overrides() -> dict[str, str]:
+    """The settings currently set by :func:`configure_s3` (a copy; empty: the environment)."""
+    with _cache_lock:
+        return dict(_overrides)
+
+
+def pyiceberg_properties() -> dict[str, str]:
+    """PyIceberg catalog properties for its S3 FileIO, from the settings the stores use.
+
+    Iceberg metadata and data paths are ``s3://`` URIs when the warehouse is on S3;
+    PyIceberg reads and writes them with its own (pyarrow) client, which gets the same
+    region, endpoint (an ``http://`` endpoint carries its scheme, so plain HTTP works) and
+    credentials as ours. Path-style addressing is kept for custom endpoints.
+    """
+    settings = _s3_settings()
+    props = {"s3.region": settings["region"] or DEFAULT_REGION}
+    if settings["endpoint_url"]:
+        props["s3.endpoint"] = settings["endpoint_url"]
+        props["s3.force-virtual-addressing"] = "false"
+    for field, name in (
+        ("access_key_id", "s3.access-key-id"),
+        ("secret_access_key", "s3.secret-access-key"),
+        ("session_token", "s3.session-token"),
+    ):
+        if settings[field]:
+            props[name] = settings[field]  # type: ignore[assignment]
+    return props
 
 
 def clear_cache() -> None:
@@ -360,15 +398,75 @@ def write_if_absent(uri: str, data: bytes) -> bool:
         try:
             store.put(loc.path, _as_buffer(data), mode="create", use_multipart=False)
             return True
-        except (obs_exc.AlreadyExistsError, obs_exc.PreconditionError):
-            return False
         except Exception as exc:
             text = str(exc)
-            if attempt < 4 and ("409" in text or "ConditionalRequestConflict" in text):
+            conflict = "ConditionalRequestConflict" in text or "409 Conflict" in text
+            if isinstance(exc, obs_exc.AlreadyExistsError | obs_exc.PreconditionError) and (
+                not conflict or attempt == 4
+            ):
+                return False
+            if attempt < 4 and (conflict or "409" in text):
                 threading.Event().wait(0.05 * 2**attempt * random.random())
                 continue
             raise _map_error(exc, loc) from None
     return False  # pragma: no cover - the loop always returns or raises
+
+
+def read_with_etag(uri: str) -> tuple[bytes, str | None]:
+    """The whole object and its ETag (the version a later :func:`write_if_match` expects).
+
+    Raises :class:`ObjectNotFound` if it does not exist and :class:`AccessDenied` on 403.
+    """
+    loc = _parse(uri)
+    try:
+        result = _store(loc.scheme, loc.bucket, False).get(loc.path)
+        return bytes(result.bytes()), result.meta.get("e_tag")
+    except Exception as exc:
+        raise _map_error(exc, loc) from None
+
+
+def write_if_match(uri: str, data: bytes, e_tag: str | None) -> str | None:
+    """Replace the object only if it is still the version ``e_tag``; returns the new ETag.
+
+    ``e_tag=None`` means "only if nothing exists yet". On S3 this is one PUT with
+    ``If-Match: <e_tag>`` (or ``If-None-Match: *``): compare-and-swap by the server. A 412,
+    or a 404 for a version that vanished, raises :class:`PreconditionFailed`; a 409
+    ``ConditionalRequestConflict`` (a concurrent conditional write) is retried. Local
+    files compare the current ETag and then write: callers serialise writers (the lock).
+    """
+    loc = _parse(uri)
+    store = _store(loc.scheme, loc.bucket, False)
+    changed = f"{loc.uri} changed since version {e_tag or '(absent)'} was read"
+    if loc.scheme == "file":
+        if e_tag is None:
+            if not write_if_absent(uri, data):
+                raise PreconditionFailed(changed, loc.uri)
+        else:
+            try:
+                current = store.head(loc.path).get("e_tag")
+            except FileNotFoundError:
+                current = None
+            if current != e_tag:
+                raise PreconditionFailed(changed, loc.uri)
+            write_bytes(uri, data)
+        return store.head(loc.path).get("e_tag")
+    mode: Any = "create" if e_tag is None else {"e_tag": e_tag}
+    for attempt in range(8):
+        try:
+            result = store.put(loc.path, _as_buffer(data), mode=mode, use_multipart=False)
+            return result.get("e_tag")
+        except Exception as exc:
+            # obstore reports a 409 of a conditional put as AlreadyExists/Precondition too:
+            # tell it from a real 412 (or 404) by its status before giving up.
+            text = str(exc)
+            conflict = "ConditionalRequestConflict" in text or "409 Conflict" in text
+            if attempt < 7 and conflict:
+                threading.Event().wait(0.05 * 2**attempt * random.random())
+                continue
+            if isinstance(exc, obs_exc.AlreadyExistsError | obs_exc.PreconditionError):
+                raise PreconditionFailed(changed, loc.uri) from None
+            raise _map_error(exc, loc) from None
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
 def exists(uri: str, *, anonymous: bool = False) -> bool:

@@ -40,7 +40,9 @@ from earthcatalog_dagster.orchestration.resources import (
     with_s3,
 )
 from earthcatalog_dagster.pipeline import phases
+from earthcatalog_dagster.pipeline.delta import DeltaSourceNotFound, daily_delta
 from earthcatalog_dagster.pipeline.hash_sync import read_ids, sync_hash_index
+from earthcatalog_dagster.pipeline.overlap import drop_registered_rows, registered_ids
 
 GROUP = "ingest"
 ICEBERG_POOL = "iceberg_commit"
@@ -91,8 +93,9 @@ def _seconds(start: float) -> float:
 @asset(
     **_COMMON,
     description=(
-        "The day's delta: `delta/pending/delta_D.parquet` (bucket, key, id_hash) if it exists; "
-        "otherwise built from the S3 Inventory of D, anti-joined against the hash index."
+        "The day's delta: `delta/pending/delta_D.parquet` (bucket, key, id_hash) if it exists "
+        "(minus ids indexed meanwhile); otherwise built from the S3 Inventory of D anti-joined "
+        "against the hash index, plus the un-indexed rows of older pending deltas."
     ),
 )
 def delta_inventory(
@@ -102,34 +105,35 @@ def delta_inventory(
     use_s3(s3)
     cfg = roots.settings()
     date = context.partition_key
-    delta_uri = layout.delta_pending(cfg.delta_prefix, date)
-    if storage.exists(delta_uri):
-        rows = storage.read_parquet(delta_uri, columns=["key"]).num_rows
-        descriptor = {"delta": delta_uri, "rows": rows, "source": "pending delta"}
-        source_rows, already = rows, 0
-    else:
-        manifest = config.manifest_template.format(inventory=cfg.inventory, date=date)
-        if not storage.exists(manifest):
-            raise Failure(
-                description=(
-                    f"No delta for {date}: neither the pending delta {delta_uri} (written by "
-                    f"the daily delta job) nor the S3 Inventory manifest {manifest} exists."
-                ),
-                metadata={"delta": delta_uri, "manifest": manifest},
-            )
-        result = phases.make_delta(
-            manifest, delta_uri, hash_index_uri=cfg.warehouse_hash, since=config.since
+    manifest = config.manifest_template.format(inventory=cfg.inventory, date=date)
+    try:
+        result = daily_delta(
+            manifest,
+            delta_prefix=cfg.delta_prefix,
+            date=date,
+            hash_index_uri=cfg.warehouse_hash,
+            since=config.since,
         )
-        descriptor = {"delta": delta_uri, "rows": result.rows, "source": manifest}
-        source_rows, already = result.source_rows, result.already_ingested
+    except DeltaSourceNotFound as exc:
+        raise Failure(
+            description=str(exc), metadata={"delta": exc.delta, "manifest": exc.manifest}
+        ) from None
+    delta_uri = result.uri
+    source = "pending delta" if result.reused else manifest
+    descriptor = {"delta": delta_uri, "rows": result.rows, "source": source}
     return Output(
         descriptor,
         metadata={
             "delta": MetadataValue.path(delta_uri),
-            "source": descriptor["source"],
-            "rows in": source_rows,
-            "already ingested": already,
-            "rows out": descriptor["rows"],
+            "source": source,
+            "reused": result.reused,
+            "rows in": result.source_rows if not result.reused else result.rows + result.pruned,
+            "already ingested": result.already_ingested + result.pruned,
+            "carried from older pending deltas": result.carried,
+            "older pending deltas": ", ".join(result.carried_from) or "none",
+            "duplicate keys dropped": result.duplicates_dropped,
+            "rows out": result.rows,
+            "hash index size": result.index_size,
             "duration s": _seconds(start),
         },
     )
@@ -243,7 +247,10 @@ def ndjson_items(
             "no_duplicate_rows",
             asset="warehouse_parquets",
             blocking=True,
-            description="No (id, grid_partition) twice among the new rows or against the table",
+            description=(
+                "No (id, grid_partition) twice among the new rows; rows whose id the table "
+                "holds already are dropped at registration"
+            ),
         ),
         AssetCheckSpec(
             "delta_accounted_for",
@@ -308,6 +315,9 @@ def _compact(bucket: tuple[str, str], **kwargs: Any) -> phases.BucketResult:
 
 
 def _warehouse_checks(files: list[str], staging: str, hash_index_uri: str, ndjson: dict[str, Any]):
+    # On a rerun a file may be gone: registration deletes a file whose every row another
+    # run registered first (pipeline/overlap.py).
+    files = [uri for uri in files if storage.exists(uri)]
     parts = [_file_rows(uri) for uri in files]
     mismatched = []
     for uri, rows in zip(files, parts, strict=True):
@@ -339,11 +349,11 @@ def _warehouse_checks(files: list[str], staging: str, hash_index_uri: str, ndjso
     already = int(index.contains(hash_ids(ids)).sum()) if len(ids) else 0
     yield AssetCheckResult(
         check_name="no_duplicate_rows",
-        passed=distinct == pairs and already == 0,
+        passed=distinct == pairs,
         metadata={
             "new rows": pairs,
             "repeated (id, cell) among new rows": pairs - distinct,
-            "new ids already in the table": already,
+            "new ids already in the table (dropped at registration)": already,
         },
     )
 
@@ -412,11 +422,19 @@ def iceberg_table(
     cfg = roots.settings()
     with catalog.locked(cfg):
         table = catalog.load_or_create_table(cfg)
-        files_before = len(iceberg.registered_files(table))
-        registration = iceberg.register_files(table, warehouse_parquets["files"])
+        table_files = iceberg.registered_files(table)
+        files_before = len(table_files)
+        # Overlapping deltas (carried-over rows, side-by-side backfills): drop rows whose
+        # id another run registered first, here where commits are serialized.
+        overlap = drop_registered_rows(
+            warehouse_parquets["files"],
+            registered_ids(table, cfg.warehouse_hash),
+            table_files,
+        )
+        registration = iceberg.register_files(table, overlap.files)
         snapshot = table.current_snapshot()
     descriptor = {
-        "files": warehouse_parquets["files"],
+        "files": overlap.files,
         "snapshot_id": registration.snapshot_id,
         "added": registration.added,
         "skipped": registration.skipped,
@@ -427,6 +445,9 @@ def iceberg_table(
             "snapshot id": str(snapshot.snapshot_id) if snapshot else "none",
             "files registered": registration.added,
             "files already registered": registration.skipped,
+            "rows dropped (id registered by another run)": overlap.rows_dropped,
+            "files rewritten without those rows": len(overlap.rewritten),
+            "files removed (all rows registered elsewhere)": len(overlap.removed),
             "table files before": files_before,
             "table files after": files_before + registration.added,
             "duration s": _seconds(start),

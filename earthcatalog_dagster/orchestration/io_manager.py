@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from dagster import ConfigurableIOManager, InputContext, OutputContext
+from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from earthcatalog_dagster import layout
@@ -23,6 +24,7 @@ class StagingIOManager(ConfigurableIOManager):
     """Stores asset descriptors as JSON in the date's staging prefix."""
 
     staging_root: str | None = Field(default=None, description="Staging root; $STAGING")
+    s3: S3Resource | None = Field(default=None, description="S3 settings of the data plane")
 
     def _root(self) -> str:
         return self.staging_root or Settings.from_env().staging
@@ -30,12 +32,20 @@ class StagingIOManager(ConfigurableIOManager):
     def descriptor_uri(self, asset: str, partition_key: str) -> str:
         return layout.asset_descriptor(layout.staging_for(self._root(), partition_key), asset)
 
+    def _configure(self) -> None:
+        # Imported here: resources import nothing from this module, but keep it one-way.
+        from earthcatalog_dagster.orchestration.resources import use_s3
+
+        use_s3(self.s3)
+
     def handle_output(self, context: OutputContext, obj: dict[str, Any]) -> None:
+        self._configure()
         uri = self.descriptor_uri(context.asset_key.path[-1], context.asset_partition_key)
         storage.write_bytes(uri, json.dumps(obj, indent=1, default=str).encode())
         context.add_output_metadata({"descriptor": uri})
 
     def load_input(self, context: InputContext) -> dict[str, Any]:
+        self._configure()
         uri = self.descriptor_uri(context.asset_key.path[-1], context.asset_partition_key)
         try:
             return json.loads(storage.read_bytes(uri))

@@ -2,8 +2,14 @@
 
 Every field is optional: unset ones come from the operators' environment variables
 (``WAREHOUSE``, ``WAREHOUSE_HASH``, ``STAGING``, ``DELTA_PREFIX``, ``INVENTORY``,
-``CATALOG``, ``SOURCE_ROOT``) and then from the embedded default, through
-:class:`~earthcatalog_dagster.config.Settings`, the one source of configuration.
+``CATALOG``, ``CATALOG_REMOTE``, ``SOURCE_ROOT``) and then from the embedded default,
+through :class:`~earthcatalog_dagster.config.Settings`, the one source of configuration.
+
+S3 is configured the Dagster way, with a ``dagster_aws.s3.S3Resource`` (resource ``s3``);
+:func:`use_s3` hands its settings to the data plane (:mod:`~earthcatalog_dagster.core.storage`,
+obstore) and :func:`with_s3` carries them to Dask workers. Its fields left unset fall back
+to the usual AWS environment variables. Credentials go nowhere else: not into logs,
+metadata, descriptors or error messages.
 """
 
 from __future__ import annotations
@@ -11,22 +17,87 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from dagster import ConfigurableResource
+from dagster_aws.s3 import S3Resource
 from pydantic import Field
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.table import Table
 
-from earthcatalog_dagster import layout
 from earthcatalog_dagster.config import Settings
 from earthcatalog_dagster.core import catalog as iceberg
-from earthcatalog_dagster.core import lock
+from earthcatalog_dagster.core import remote_catalog, storage
 from earthcatalog_dagster.core.partitioning import DEFAULT_RESOLUTION
 from earthcatalog_dagster.pipeline.compute import run_tasks
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+_S3_SETTINGS = ("region", "endpoint_url", "access_key_id", "secret_access_key", "session_token")
+
+
+def s3_settings(s3: S3Resource | None) -> dict[str, str]:
+    """The data plane's S3 settings from an ``S3Resource`` (unset fields: the environment).
+
+    ``profile_name`` is resolved with boto3 (the profile's region and current credentials).
+    Sources are read unsigned whatever ``use_unsigned_session`` says, and writes are signed.
+    """
+    if s3 is None:
+        return {}
+    settings = {
+        "region": s3.region_name,
+        "endpoint_url": s3.endpoint_url,
+        "access_key_id": s3.aws_access_key_id,
+        "secret_access_key": s3.aws_secret_access_key,
+        "session_token": s3.aws_session_token,
+    }
+    if s3.profile_name and not s3.aws_access_key_id:
+        import boto3
+
+        session = boto3.Session(profile_name=s3.profile_name)
+        settings["region"] = settings["region"] or session.region_name
+        credentials = session.get_credentials()
+        if credentials is not None:
+            frozen = credentials.get_frozen_credentials()
+            settings["access_key_id"] = frozen.access_key
+            settings["secret_access_key"] = frozen.secret_key
+            settings["session_token"] = frozen.token
+    return {k: v for k, v in settings.items() if v}
+
+
+def apply_s3_settings(settings: dict[str, str]) -> None:
+    """Configure :mod:`storage` with ``settings`` unless it already is (stores stay cached)."""
+    if storage.s3_overrides() != settings:
+        storage.configure_s3(**settings)
+
+
+def use_s3(s3: S3Resource | None) -> None:
+    """Configure this process's data plane from the ``s3`` resource (once; cheap after)."""
+    apply_s3_settings(s3_settings(s3))
+
+
+class S3Task(Generic[T, R]):
+    """``fn`` run with the data plane configured from ``s3``: for Dask worker processes.
+
+    The settings travel with the task; ``repr`` shows none of them.
+    """
+
+    def __init__(self, fn: Callable[[T], R], s3: S3Resource | None) -> None:
+        self.fn = fn
+        self.settings = s3_settings(s3)
+
+    def __call__(self, item: T) -> R:
+        apply_s3_settings(self.settings)
+        return self.fn(item)
+
+    def __repr__(self) -> str:
+        return f"S3Task({self.fn!r}, <{len(self.settings)} S3 settings>)"
+
+
+def with_s3(fn: Callable[[T], R], s3: S3Resource | None) -> S3Task[T, R]:
+    """``fn`` wrapped to configure the data plane from ``s3`` wherever it runs."""
+    return S3Task(fn, s3)
 
 
 class StorageRoots(ConfigurableResource):
@@ -56,6 +127,13 @@ class IcebergCatalog(ConfigurableResource):
     """The SQLite Iceberg catalog holding ``earthcatalog.stac_items``."""
 
     catalog_path: str | None = Field(default=None, description="Local catalog.db; $CATALOG")
+    remote_uri: str | None = Field(
+        default=None,
+        description="Shared catalog.db (s3://.../earthcatalog.db), with its lock; $CATALOG_REMOTE",
+    )
+    skip_upload: bool = Field(
+        default=False, description="Do not upload catalog.db to the remote (testing)"
+    )
     h3_resolution: int = Field(
         default=DEFAULT_RESOLUTION,
         description="H3 resolution of a first build; later runs read it from the table",
@@ -67,13 +145,26 @@ class IcebergCatalog(ConfigurableResource):
     def path(self, roots: Settings) -> str:
         return self.catalog_path or roots.catalog
 
-    def locked(self, roots: Settings) -> AbstractContextManager[object]:
-        """Hold the lock beside the catalog (one writer at a time), unless disabled."""
-        uri = layout.catalog_lock(self.path(roots)) if self.use_lock else None
-        return lock.held(uri, owner="earthcatalog-dagster", timeout=self.lock_timeout_s)
+    def remote(self, roots: Settings) -> str | None:
+        return self.remote_uri or roots.catalog_remote
+
+    def locked(self, roots: Settings) -> AbstractContextManager[remote_catalog.CatalogSession]:
+        """One commit: lock, download the remote catalog, yield, upload if changed, release."""
+        return remote_catalog.catalog_session(
+            self.path(roots),
+            self.remote(roots),
+            use_lock=self.use_lock,
+            skip_upload=self.skip_upload,
+            owner="earthcatalog-dagster",
+            lock_timeout=self.lock_timeout_s,
+        )
 
     def open(self, roots: Settings) -> SqlCatalog:
-        return iceberg.open_catalog(self.path(roots), roots.warehouse)
+        """The working copy inside :meth:`locked`; outside it, a fresh copy of the remote."""
+        path, remote = self.path(roots), self.remote(roots)
+        if remote is not None and not remote_catalog.is_held(path):
+            path = remote_catalog.read_copy(remote)
+        return iceberg.open_catalog(path, roots.warehouse)
 
     def load_table(self, roots: Settings) -> Table | None:
         return iceberg.load_table(self.open(roots))

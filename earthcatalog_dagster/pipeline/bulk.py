@@ -251,9 +251,11 @@ def bulk_ingest(
     buckets = sorted({(cell, year) for r in results for cell, year, _ in r.buckets})
     if skip_ingest:
         buckets = sorted(set(buckets) | set(_staged_buckets(staging_dir)))
+    # Retried items join buckets whose files an earlier attempt registered: those files
+    # must not be overwritten by the retried rows alone, whatever the mode.
     registered = (
         frozenset(iceberg.registered_files(table))
-        if table is not None and resolved == "delta"
+        if table is not None and (resolved == "delta" or retried)
         else frozenset()
     )
     compact = functools.partial(

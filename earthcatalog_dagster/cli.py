@@ -30,6 +30,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         warehouse=getattr(args, "warehouse", None),
         warehouse_hash=getattr(args, "hash_index", None),
         catalog=getattr(args, "catalog", None),
+        catalog_remote=getattr(args, "catalog_remote", None),
         staging=getattr(args, "staging", None),
     )
 
@@ -38,7 +39,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     from earthcatalog_dagster.pipeline.info import catalog_info
 
     cfg = _settings(args)
-    print(catalog_info(cfg.catalog, cfg.warehouse, cfg.warehouse_hash).render())
+    path = cfg.catalog
+    if cfg.catalog_remote and not args.catalog:  # the shared catalog as it is now
+        from earthcatalog_dagster.core.remote_catalog import read_copy
+
+        path = read_copy(cfg.catalog_remote)
+    print(catalog_info(path, cfg.warehouse, cfg.warehouse_hash).render())
     return 0
 
 
@@ -79,6 +85,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         update_hash_index=not args.no_hash_index,
         h3_resolution=args.h3_resolution,
         fetch_concurrency=args.fetch_concurrency,
+        use_lock=not args.no_lock,
+        skip_upload=args.skip_upload,
     )
     print(json.dumps(summary.as_dict(), indent=2, default=str))
     return 0 if summary.reconciles else 1
@@ -170,6 +178,7 @@ def cmd_run_backfill(args: argparse.Namespace) -> int:
         fetch_concurrency=args.fetch_concurrency,
         warehouse=args.warehouse,
         catalog=args.catalog,
+        catalog_remote=args.catalog_remote,
         hash_index=args.hash_index,
         staging=args.staging,
         source_root=args.source_root,
@@ -259,6 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--h3-resolution", type=int)
     ing.add_argument("--fetch-concurrency", type=int, default=256)
     ing.add_argument("--no-hash-index", action="store_true", help="do not update the hash index")
+    ing.add_argument(
+        "--catalog-remote", help="shared catalog.db, e.g. s3://.../earthcatalog.db (CATALOG_REMOTE)"
+    )
+    ing.add_argument("--no-lock", action="store_true", help="skip the catalog lock")
+    ing.add_argument(
+        "--skip-upload", action="store_true", help="do not upload catalog.db to CATALOG_REMOTE"
+    )
     ing.set_defaults(func=cmd_ingest)
 
     bf = sub.add_parser(
@@ -269,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--inventory", required=True, help="delta Parquet, manifest.json or CSV/Parquet"
     )
     bf.add_argument("--catalog", help="local catalog.db (env CATALOG)")
+    bf.add_argument(
+        "--catalog-remote",
+        help="shared catalog copy, e.g. s3://.../earthcatalog.db (env CATALOG_REMOTE)",
+    )
     bf.add_argument("--warehouse", help="warehouse root (env WAREHOUSE)")
     bf.add_argument("--staging", help="this run's own staging prefix, e.g. .../ingest/delta_D")
     bf.add_argument("--delta", action="store_true", help="append mode: add files, keep table")

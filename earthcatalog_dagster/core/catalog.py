@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
 from pyiceberg.io.pyarrow import (
+    PyArrowFileIO,
     _check_pyarrow_schema_compatible,
     compute_statistics_plan,
     data_file_statistics_from_parquet_metadata,
@@ -73,6 +74,23 @@ METRICS_PROPERTIES = {
 }
 
 
+class SinglePutFileIO(PyArrowFileIO):
+    """PyIceberg's pyarrow FileIO, except that a small S3 object (table metadata, manifest
+    lists, manifests) is written with one PUT instead of a three-request multipart upload:
+    pyarrow's ``allow_delayed_open`` starts a multipart upload only once a part fills."""
+
+    def _initialize_s3_fs(self, netloc: str | None):  # type: ignore[no-untyped-def]
+        filesystem = super()._initialize_s3_fs(netloc)
+        try:
+            rebuild, (options,) = filesystem.__reduce__()
+            return rebuild({**options, "allow_delayed_open": True})
+        except (TypeError, ValueError):  # another pyarrow: keep its default
+            return filesystem
+
+
+SINGLE_PUT_FILE_IO = f"{__name__}.SinglePutFileIO"
+
+
 @dataclass(frozen=True)
 class Registration:
     """What one registration did: the snapshot it committed (None if nothing new)."""
@@ -94,7 +112,9 @@ def open_catalog(catalog_path: str, warehouse: str, *, attempts: int = 5) -> Sql
     credentials) as catalog properties.
     """
     Path(catalog_path).parent.mkdir(parents=True, exist_ok=True)
-    properties = storage.pyiceberg_properties() if not storage.is_local(warehouse) else {}
+    properties = {}
+    if not storage.is_local(warehouse):
+        properties = {**storage.pyiceberg_properties(), "py-io-impl": SINGLE_PUT_FILE_IO}
     for attempt in range(1, attempts + 1):
         try:
             catalog = SqlCatalog(

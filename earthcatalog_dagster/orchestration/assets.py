@@ -39,6 +39,7 @@ from earthcatalog_dagster.orchestration.resources import (
     use_s3,
     with_s3,
 )
+from earthcatalog_dagster.orchestration.runs import dates_being_ingested
 from earthcatalog_dagster.pipeline import phases
 from earthcatalog_dagster.pipeline.delta import DeltaSourceNotFound, daily_delta
 from earthcatalog_dagster.pipeline.hash_sync import read_ids, sync_hash_index
@@ -113,6 +114,9 @@ def delta_inventory(
             date=date,
             hash_index_uri=cfg.warehouse_hash,
             since=config.since,
+            # Dates another unfinished run ingests (a backfill's other dates) are not
+            # carried: that run brings them in.
+            in_flight=dates_being_ingested(context.instance, exclude_run_id=context.run_id),
         )
     except DeltaSourceNotFound as exc:
         raise Failure(
@@ -131,6 +135,7 @@ def delta_inventory(
             "already ingested": result.already_ingested + result.pruned,
             "carried from older pending deltas": result.carried,
             "older pending deltas": ", ".join(result.carried_from) or "none",
+            "older pending deltas left to their runs": ", ".join(result.left_in_flight) or "none",
             "duplicate keys dropped": result.duplicates_dropped,
             "rows out": result.rows,
             "hash index size": result.index_size,

@@ -26,10 +26,16 @@ import xxhash
 from earthcatalog_dagster import layout
 from earthcatalog_dagster.config import Settings
 from earthcatalog_dagster.core import catalog as iceberg
-from earthcatalog_dagster.core import lock, storage
+from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.hash_index import load_hash_index
+from earthcatalog_dagster.core.remote_catalog import catalog_session, read_copy
 from earthcatalog_dagster.pipeline import phases
-from earthcatalog_dagster.pipeline.compute import run_tasks, validate_scheduler
+from earthcatalog_dagster.pipeline.compute import (
+    close_client,
+    open_client,
+    run_tasks,
+    validate_scheduler,
+)
 from earthcatalog_dagster.pipeline.hash_sync import sync_hash_index
 
 log = logging.getLogger(__name__)
@@ -132,6 +138,7 @@ def bulk_ingest(
     fetch_concurrency: int = 256,
     warehouse: str | None = None,
     catalog: str | None = None,
+    catalog_remote: str | None = None,
     hash_index: str | None = None,
     staging: str | None = None,
     source_root: str | None = None,
@@ -166,6 +173,8 @@ def bulk_ingest(
     )
     if source_root is not None:
         cfg = cfg.with_overrides(source_root=source_root)
+    if catalog_remote is not None:
+        cfg = cfg.with_overrides(catalog_remote=catalog_remote)
     staging_dir = staging or layout.join(cfg.staging, f"bulk_{_digest(inventory)}")
     if not skip_inventory and not skip_ingest and not storage.exists(inventory):
         raise FileNotFoundError(f"inventory not found: {inventory}")
@@ -174,7 +183,9 @@ def bulk_ingest(
             f"--skip-inventory: no chunks to reuse in {staging_dir} "
             f"({layout.chunk_plan(staging_dir)} does not exist); run without it first"
         )
-    sql_catalog = iceberg.open_catalog(cfg.catalog, cfg.warehouse)
+    # Phases 1–3 only read the table: a fresh copy of the remote catalog, no lock needed.
+    readable = read_copy(cfg.catalog_remote) if cfg.catalog_remote else cfg.catalog
+    sql_catalog = iceberg.open_catalog(readable, cfg.warehouse)
     table = iceberg.load_table(sql_catalog)
     resolved = ("full" if table is None else "delta") if mode == "auto" else mode
     if resolved == "delta" and table is None:
@@ -189,13 +200,7 @@ def bulk_ingest(
         log.info("%s: this run already completed; nothing to do", staging_dir)
         return done
     bars = _Progress(progress)
-    run = functools.partial(
-        run_tasks,
-        scheduler=scheduler,
-        workers=workers,
-        threads_per_worker=threads_per_worker,
-        create_client=create_client,
-    )
+    run = _SharedWorkers(scheduler, workers, threads_per_worker, create_client)
 
     # Phase 1: chunks (kept on restart).
     started = time.perf_counter()
@@ -274,12 +279,21 @@ def bulk_ingest(
     summary.files_written = sum(len(b.files) for b in compacted)
     summary.bytes_written = sum(b.bytes for b in compacted)
     files = [f for b in compacted for f in b.files]
+    run.close()  # the cluster is not needed on the head's Phase 4
     summary.seconds["phase 3 (parquet)"] = time.perf_counter() - started
 
-    # Phase 4: register, hash index, clean markers — under the catalog lock.
+    # Phase 4: register, hash index, clean markers — holding the catalog (lock, download,
+    # conditional upload; the upload happens before the hash sync, so the index never
+    # runs ahead of the published catalog).
     started = time.perf_counter()
-    lock_uri = layout.catalog_lock(cfg.catalog) if use_lock else None
-    with lock.held(lock_uri, owner="earthcatalog-dagster bulk_ingest()"):
+    with catalog_session(
+        cfg.catalog,
+        cfg.catalog_remote,
+        use_lock=use_lock,
+        skip_upload=skip_upload,
+        owner="earthcatalog-dagster bulk_ingest()",
+    ) as session:
+        sql_catalog = iceberg.open_catalog(cfg.catalog, cfg.warehouse)
         if resolved == "full":
             table, registration = iceberg.rebuild_from_warehouse(
                 sql_catalog,
@@ -292,6 +306,7 @@ def bulk_ingest(
             registration = iceberg.register_files(table, files)
         summary.files_registered = registration.added
         summary.snapshot_id = registration.snapshot_id
+        session.commit()
         if update_hash_index:
             synced = sync_hash_index(table, cfg.warehouse_hash, rebuild=resolved == "full")
             summary.hashes_before, summary.hashes_after = synced.before, synced.after
@@ -302,6 +317,42 @@ def bulk_ingest(
     phases.clear_markers(staging_dir)
     log.debug("bulk ingest summary:\n%s", summary.render())
     return summary
+
+
+class _SharedWorkers:
+    """Runs Phases 2 and 3 on one Dask client, opened on first use (``create_client`` is
+    called once per run, right before the first distributed task) and closed after
+    Phase 3 or on the first failure; ``synchronous`` runs in this process."""
+
+    def __init__(
+        self,
+        scheduler: str,
+        workers: int,
+        threads_per_worker: int,
+        create_client: Callable[[], Any] | None,
+    ) -> None:
+        self.scheduler, self.workers, self.threads = scheduler, workers, threads_per_worker
+        self.create_client = create_client
+        self.client: Any = None
+        self.cluster: Any = None
+
+    def __call__(self, fn: Callable[[Any], Any], items: Sequence[Any], on_result: Any = None):
+        if not items or (self.scheduler == "synchronous" and self.create_client is None):
+            return run_tasks(fn, items, scheduler="synchronous", on_result=on_result)
+        try:
+            if self.client is None:
+                self.client, self.cluster = open_client(
+                    self.scheduler, self.workers, self.threads, self.create_client
+                )
+            return run_tasks(fn, items, client=self.client, on_result=on_result)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.client is not None:
+            client, cluster, self.client, self.cluster = self.client, self.cluster, None, None
+            close_client(client, cluster)
 
 
 def _digest(text: str) -> str:

@@ -42,12 +42,17 @@ def run_tasks(
     threads_per_worker: int = 1,
     create_client: Callable[[], Any] | None = None,
     on_result: Callable[[R], None] | None = None,
+    client: Any = None,
 ) -> list[R]:
-    """``[fn(item) for item in items]``, spread over the chosen scheduler, in input order."""
+    """``[fn(item) for item in items]``, spread over the chosen scheduler, in input order.
+
+    ``client``: an open ``dask.distributed.Client`` to run on (left open); otherwise one is
+    opened for this call (:func:`open_client`) and closed after it.
+    """
     validate_scheduler(scheduler, create_client)
     if not items:
         return []
-    if scheduler == "synchronous" and create_client is None:
+    if scheduler == "synchronous" and create_client is None and client is None:
         results = []
         for item in items:
             results.append(fn(item))
@@ -55,25 +60,12 @@ def run_tasks(
                 on_result(results[-1])
         return results
 
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import as_completed
 
+    owned = client is None
     cluster = None
-    if create_client is not None:
-        client = create_client()
-    elif scheduler == "local":
-        cluster = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=threads_per_worker,
-            processes=True,
-            dashboard_address=None,
-        )
-        client = Client(cluster)
-    elif scheduler == "coiled":
-        import coiled  # imported only when asked for
-
-        client = coiled.Cluster(n_workers=workers).get_client()
-    else:
-        client = Client(scheduler)
+    if owned:
+        client, cluster = open_client(scheduler, workers, threads_per_worker, create_client)
     try:
         futures = client.map(fn, list(items), pure=False)
         position = {future.key: i for i, future in enumerate(futures)}
@@ -84,6 +76,39 @@ def run_tasks(
                 on_result(results[position[future.key]])
         return results
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        if owned:
+            close_client(client, cluster)
+
+
+def open_client(
+    scheduler: str,
+    workers: int,
+    threads_per_worker: int = 1,
+    create_client: Callable[[], Any] | None = None,
+) -> tuple[Any, Any]:
+    """A Dask client for ``scheduler`` and the cluster it started (``None`` if none)."""
+    from dask.distributed import Client, LocalCluster
+
+    if create_client is not None:
+        return create_client(), None
+    if scheduler == "local":
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            dashboard_address=None,
+        )
+        return Client(cluster), cluster
+    if scheduler == "coiled":
+        import coiled  # imported only when asked for
+
+        cluster = coiled.Cluster(n_workers=workers)
+        return cluster.get_client(), cluster
+    return Client(scheduler), None
+
+
+def close_client(client: Any, cluster: Any) -> None:
+    """Close what :func:`open_client` returned."""
+    client.close()
+    if cluster is not None:
+        cluster.close()

@@ -14,7 +14,8 @@ pending from earlier days, as ``delta/pending/delta_D.parquet``.
    vectorized.
 3. The rows of *older* pending deltas (``pending/delta_<earlier>.parquet``: days whose
    ingest did not run) that the index does not hold yet are added, so a skipped ingest
-   loses nothing; rows are de-duplicated by (bucket, key).
+   loses nothing; rows are de-duplicated by (bucket, key). Dates whose ingest is under
+   way (``in_flight``) are not carried.
 4. The delta (``bucket``, ``key``, ``id_hash``) is written in one put: a rerun for the
    same date and inputs writes the same rows.
 
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,6 +75,7 @@ class DailyDelta:
     already_ingested: int = 0  # of those, ids the index holds
     carried: int = 0  # rows added from older pending deltas
     carried_from: tuple[str, ...] = ()
+    left_in_flight: tuple[str, ...] = ()  # older pending deltas not carried: being ingested
     duplicates_dropped: int = 0  # rows of the same (bucket, key) seen twice
     pruned: int = 0  # rows of a reused delta dropped: the index holds them now
     index_size: int = 0
@@ -90,6 +92,7 @@ class DailyDelta:
             "already_ingested": self.already_ingested,
             "carried": self.carried,
             "carried_from": list(self.carried_from),
+            "left_in_flight": list(self.left_in_flight),
             "duplicates_dropped": self.duplicates_dropped,
             "pruned": self.pruned,
             "index_size": self.index_size,
@@ -117,13 +120,17 @@ def daily_delta(
     index: HashIndex | None = None,
     since: dt.datetime | dt.date | str | None = None,
     carry_over: bool = True,
+    in_flight: Collection[str] = (),
     batch_rows: int = BATCH_ROWS,
 ) -> DailyDelta:
     """Write (or reuse) ``<delta_prefix>/pending/delta_<date>.parquet``; see the module doc.
 
     ``index`` (already loaded) or ``hash_index_uri`` (a missing file is an empty index)
     is what the catalog holds. ``since`` keeps only inventory rows modified on/after it.
-    ``carry_over=False`` leaves older pending deltas out.
+    ``carry_over=False`` leaves older pending deltas out; ``in_flight`` are dates whose
+    ingest is under way (e.g. other runs of the same backfill): their pending deltas are
+    not carried, since that run ingests them (if it fails, the next day's delta carries
+    them). Overlap that still happens is resolved at registration (:mod:`.overlap`).
     """
     day = layout.date_key(date)
     out = layout.delta_pending(delta_prefix, day)
@@ -164,9 +171,13 @@ def daily_delta(
     lap("inventory + anti-join")
 
     carried_from: list[str] = []
+    left: list[str] = []
     carried = 0
     if carry_over:
         for uri in older_pending_deltas(delta_prefix, day):
+            if layout.parse_delta_date(uri) in in_flight:
+                left.append(uri)
+                continue
             rows = _pending_rows(uri, index)
             carried_from.append(uri)
             if rows.num_rows:
@@ -188,6 +199,7 @@ def daily_delta(
         already_ingested=source_rows - fresh_rows,
         carried=carried,
         carried_from=tuple(carried_from),
+        left_in_flight=tuple(left),
         duplicates_dropped=duplicates,
         index_size=len(index),
         seconds=seconds,

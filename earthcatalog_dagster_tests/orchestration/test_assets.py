@@ -10,14 +10,16 @@ from earthcatalog_dagster.core.hash_index import load_hash_index
 from earthcatalog_dagster.core.partitioning import cells_for_geometry
 from earthcatalog_dagster.definitions import build_definitions
 from earthcatalog_dagster.orchestration.assets import ingest_assets
-from earthcatalog_dagster.orchestration.resources import DaskCompute, StorageRoots
+from earthcatalog_dagster.orchestration.resources import DaskCompute
 from earthcatalog_dagster.synthetic import generate_day, write_inventory
-from earthcatalog_dagster_tests.conftest import DAY_1, DAY_2
+from earthcatalog_dagster_tests.conftest import DAY_1, DAY_2, local_and_s3, roots_for
 
 
 def _resources(home, scheduler: str = "synchronous") -> dict:
-    roots = StorageRoots(home=home.home)
-    defs = build_definitions(roots=roots, compute=DaskCompute(scheduler=scheduler, workers=2))
+    roots, catalog = roots_for(home)
+    defs = build_definitions(
+        roots=roots, catalog=catalog, compute=DaskCompute(scheduler=scheduler, workers=2)
+    )
     return dict(defs.resources)
 
 
@@ -55,6 +57,7 @@ def two_days(home):
     return days
 
 
+@local_and_s3
 def test_two_partitions_build_the_catalog(home, two_days) -> None:
     day1, day2 = two_days
     first = _materialize(home, DAY_1)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import pyarrow.parquet as pq
 import pytest
 import xxhash
 
@@ -12,7 +11,7 @@ from earthcatalog_dagster.core.partitioning import cells_for_geometry
 from earthcatalog_dagster.pipeline import ingest as ingest_module
 from earthcatalog_dagster.pipeline.info import catalog_info
 from earthcatalog_dagster.synthetic import generate_day, write_inventory
-from earthcatalog_dagster_tests.conftest import DAY_1, DAY_2
+from earthcatalog_dagster_tests.conftest import DAY_1, DAY_2, local_and_s3
 
 
 def _table_rows(settings) -> list[tuple[str, str]]:
@@ -31,9 +30,10 @@ def _day(settings, date, n, *, fmt="parquet", seed=0):
     return day, manifest
 
 
+@local_and_s3
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_ingest_builds_the_catalog_and_reconciles(home, fmt) -> None:
-    day, manifest = _day(home, DAY_1, 150, fmt=fmt)
+    day, manifest = _day(home, DAY_1, 150 if storage.is_local(home.warehouse) else 60, fmt=fmt)
     summary = ingest(manifest, settings=home)
 
     assert summary.mode == "full"
@@ -65,7 +65,7 @@ def test_ingest_builds_the_catalog_and_reconciles(home, fmt) -> None:
     assert index.contains([probe]).all()
 
     # Rejected and missing objects are recorded with reasons.
-    outcomes = pq.read_table(summary.outcomes_uri).to_pylist()
+    outcomes = storage.read_parquet(summary.outcomes_uri).to_pylist()
     assert {o["outcome"] for o in outcomes} == {"rejected", "missing"}
     assert all(o["reason"] for o in outcomes)
     assert len(outcomes) == summary.rejected + summary.missing
@@ -74,6 +74,7 @@ def test_ingest_builds_the_catalog_and_reconciles(home, fmt) -> None:
     assert f"Unique items : {len(set(day.good_ids)):,} (from hash index)" in info
 
 
+@local_and_s3
 def test_rerun_adds_no_file_row_or_hash(home) -> None:
     _, manifest = _day(home, DAY_1, 80)
     first = ingest(manifest, settings=home)

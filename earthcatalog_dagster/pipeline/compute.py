@@ -10,6 +10,7 @@ lazily right before the first task. Tasks return small descriptors only.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -17,6 +18,15 @@ T = TypeVar("T")
 R = TypeVar("R")
 log = logging.getLogger(__name__)
 SCHEDULERS = ("synchronous", "local", "coiled")
+#: Dask settings of the workers we start. On Python 3.11 a worker's statistical profiler
+#: (``sys._current_frames()`` every 10 ms) can deadlock the worker for good when a garbage
+#: collection runs a ``gc.callbacks`` hook inside it while a task starts a thread
+#: (CPython gh-106883, fixed in 3.12; seen here as a worker frozen in Phase 2 until the
+#: scheduler's worker TTL restarts it). Remote clusters need the same setting
+#: (``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False``) or Python >= 3.12.
+WORKER_CONFIG = (
+    {"distributed.worker.profile.enabled": False} if sys.version_info < (3, 12) else {}
+)
 
 
 def validate_scheduler(scheduler: str, create_client: Callable[[], Any] | None = None) -> None:
@@ -92,17 +102,22 @@ def open_client(
     if create_client is not None:
         return create_client(), None
     if scheduler == "local":
-        cluster = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=threads_per_worker,
-            processes=True,
-            dashboard_address=None,
-        )
+        import dask
+
+        with dask.config.set(WORKER_CONFIG):  # captured by the nannies, kept on restarts
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=threads_per_worker,
+                processes=True,
+                dashboard_address=":0",  # a free port: None still binds 8787
+            )
         return Client(cluster), cluster
     if scheduler == "coiled":
         import coiled  # imported only when asked for
+        import dask
 
-        cluster = coiled.Cluster(n_workers=workers)
+        with dask.config.set(WORKER_CONFIG):  # Coiled ships the local Dask config
+            cluster = coiled.Cluster(n_workers=workers)
         return cluster.get_client(), cluster
     return Client(scheduler), None
 

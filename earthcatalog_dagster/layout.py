@@ -174,11 +174,6 @@ def parse_warehouse_file(uri: str) -> tuple[str, str] | None:
 # --- catalog ------------------------------------------------------------------------------
 
 
-def iceberg_metadata_root(warehouse: str) -> str:
-    """Iceberg's own metadata lives beside the data, as in any Iceberg table location."""
-    return warehouse.rstrip("/")
-
-
 def catalog_lock(catalog: str) -> str:
     """The lock object beside the catalog (``<catalog>.lock``)."""
     return catalog.rstrip("/") + ".lock"

@@ -367,7 +367,9 @@ def table_to_items(table: pa.Table) -> Iterator[dict[str, Any]]:
         item = {k: v for k, v in item.items() if v is not None}
         bbox = row.pop("bbox")
         row.pop("geometry")
-        item["geometry"] = _geojson(geometry) if geometry is not None else None
+        item["geometry"] = (
+            orjson.loads(shapely.to_geojson(geometry)) if geometry is not None else None
+        )
         if bbox is not None:
             item["bbox"] = [bbox["xmin"], bbox["ymin"], bbox["xmax"], bbox["ymax"]]
         if "assets" in item:
@@ -386,13 +388,3 @@ def _drop_nulls(value: dict[str, Any]) -> dict[str, Any]:
     return {
         k: _drop_nulls(v) if isinstance(v, dict) else v for k, v in value.items() if v is not None
     }
-
-
-def _geojson(geometry: Any) -> dict[str, Any]:
-    return orjson.loads(shapely_to_geojson(geometry))
-
-
-def shapely_to_geojson(geometry: Any) -> str:
-    import shapely
-
-    return shapely.to_geojson(geometry)

@@ -38,12 +38,17 @@ from earthcatalog_dagster import layout
 from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.hash_index import HashIndex, hash_ids, load_hash_index
 from earthcatalog_dagster.core.inventory import STAC_SUFFIX, ids_of_keys, iter_inventory
-from earthcatalog_dagster.pipeline.phases import DELTA_SCHEMA
 
 __all__ = ["DailyDelta", "DeltaSourceNotFound", "daily_delta", "older_pending_deltas"]
 
 #: Inventory rows hashed and anti-joined per batch.
 BATCH_ROWS = 1 << 18
+
+
+#: The operators' delta format: one row per object still to ingest.
+DELTA_SCHEMA = pa.schema(
+    [("bucket", pa.string()), ("key", pa.string()), ("id_hash", pa.binary(16))]
+)
 
 
 class DeltaSourceNotFound(FileNotFoundError):

@@ -33,7 +33,7 @@ from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.buckets import dedupe_latest, split_buckets, year_labels
 from earthcatalog_dagster.core.fetch import fetch_objects
 from earthcatalog_dagster.core.geoparquet import write_geoparquet
-from earthcatalog_dagster.core.hash_index import HashIndex, hash_ids, load_hash_index
+from earthcatalog_dagster.core.hash_index import HashIndex, hash_ids
 from earthcatalog_dagster.core.inventory import ids_of_keys, iter_inventory
 from earthcatalog_dagster.core.items import parse_decoded, parse_items
 from earthcatalog_dagster.core.partitioning import fan_out
@@ -41,49 +41,7 @@ from earthcatalog_dagster.core.schema import WAREHOUSE_SCHEMA
 from earthcatalog_dagster.pipeline.outcomes import outcome_table
 from earthcatalog_dagster.pipeline.runtime import paused_gc
 
-DELTA_SCHEMA = pa.schema(
-    [("bucket", pa.string()), ("key", pa.string()), ("id_hash", pa.binary(16))]
-)
 _STAGING_PARTS = ("chunks", "staging", "markers", "compacted", "pending_chunks", "rejects")
-
-
-# --- delta --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DeltaResult:
-    uri: str
-    source_rows: int
-    rows: int
-    already_ingested: int
-
-
-def make_delta(
-    inventory: str,
-    out_uri: str,
-    *,
-    index: HashIndex | None = None,
-    hash_index_uri: str | None = None,
-    since: datetime | date | str | None = None,
-) -> DeltaResult:
-    """The inventory's ``.stac.json`` rows whose id is not in the hash index, as a delta."""
-    if index is None:
-        index = load_hash_index(hash_index_uri) if hash_index_uri else HashIndex.empty()
-    parts: list[pa.Table] = []
-    source_rows = 0
-    for batch in iter_inventory(inventory, since=since):
-        source_rows += batch.num_rows
-        hashes = hash_ids(ids_of_keys(batch.column("key")))
-        fresh = pa.array(index.missing_mask(hashes))
-        parts.append(
-            pa.table(
-                {"bucket": batch.column("bucket"), "key": batch.column("key"), "id_hash": hashes},
-                schema=DELTA_SCHEMA,
-            ).filter(fresh)
-        )
-    delta = pa.concat_tables(parts) if parts else DELTA_SCHEMA.empty_table()
-    storage.write_parquet(delta, out_uri)
-    return DeltaResult(out_uri, source_rows, delta.num_rows, source_rows - delta.num_rows)
 
 
 # --- phase 1 --------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.hash_index import hash_ids, load_hash_index
 from earthcatalog_dagster.core.partitioning import cells_for_geometry
 from earthcatalog_dagster.pipeline import phases
+from earthcatalog_dagster.pipeline.delta import daily_delta
 from earthcatalog_dagster.synthetic import (
     SOURCE_BUCKET,
     GeneratedDay,
@@ -460,8 +461,11 @@ def test_operators_smoke_test_and_rerun_after_crash(home, tmp_path) -> None:
     # The daily delta of the next day, as daily_delta produces it.
     day2, manifest2 = _day(home, DAY_2, seed=12)
     pending2 = layout.delta_pending(home.delta_prefix, DAY_2)
-    made = phases.make_delta(manifest2, pending2, hash_index_uri=home.warehouse_hash)
-    assert made.rows == len(day2.item_keys)
+    made = daily_delta(
+        manifest2, delta_prefix=home.delta_prefix, date=DAY_2, hash_index_uri=home.warehouse_hash
+    )
+    assert made.uri == pending2
+    assert storage.read_parquet(pending2).num_rows == len(day2.item_keys)
     smoke = _cli(
         home,
         "--inventory",
@@ -482,7 +486,9 @@ def test_operators_smoke_test_and_rerun_after_crash(home, tmp_path) -> None:
     # after a crash (existing chunks, no lock, a local Dask cluster).
     day3, manifest3 = _day(home, DAY_3, seed=13)
     pending3 = layout.delta_pending(home.delta_prefix, DAY_3)
-    phases.make_delta(manifest3, pending3, hash_index_uri=home.warehouse_hash)
+    daily_delta(
+        manifest3, delta_prefix=home.delta_prefix, date=DAY_3, hash_index_uri=home.warehouse_hash
+    )
     rest = ("--limit", "1000", "--delta", "--update-hash-index", "--skip-upload")
     kill = ("earthcatalog_dagster.pipeline.phases", "compact_bucket", 3)
     killed = _cli_killed(

@@ -14,12 +14,12 @@ from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.hash_index import HashIndex, hash_ids, write_hash_index
 from earthcatalog_dagster.core.inventory import ids_of_keys
 from earthcatalog_dagster.pipeline.delta import (
+    DELTA_SCHEMA,
     DeltaSourceNotFound,
     daily_delta,
     dedupe_by_key,
     older_pending_deltas,
 )
-from earthcatalog_dagster.pipeline.phases import DELTA_SCHEMA
 from earthcatalog_dagster.synthetic import SOURCE_BUCKET, write_inventory
 from earthcatalog_dagster_tests.conftest import DAY_1, DAY_2
 

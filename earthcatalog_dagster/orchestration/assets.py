@@ -116,7 +116,7 @@ def delta_inventory(
             since=config.since,
             # Dates another unfinished run ingests (a backfill's other dates) are not
             # carried: that run brings them in.
-            in_flight=dates_being_ingested(context.instance, exclude_run_id=context.run_id),
+            in_flight=dates_being_ingested(context.instance, exclude_run_id=context.run.run_id),
         )
     except DeltaSourceNotFound as exc:
         raise Failure(

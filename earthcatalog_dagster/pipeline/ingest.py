@@ -10,10 +10,14 @@ and failed objects.
 
 from __future__ import annotations
 
+import functools
 import logging
+import multiprocessing
+import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal
@@ -48,6 +52,7 @@ log = logging.getLogger(__name__)
 Mode = Literal["auto", "full", "delta"]
 DEFAULT_BATCH_ROWS = 2_000
 DEFAULT_COMPACT_ROWS = 200_000
+PARALLEL_AFTER_ROWS = 8_000
 
 
 @dataclass
@@ -134,6 +139,7 @@ def ingest(
     batch_rows: int = DEFAULT_BATCH_ROWS,
     compact_rows: int = DEFAULT_COMPACT_ROWS,
     fetch_concurrency: int = 256,
+    workers: int | None = None,
     use_lock: bool = True,
     lock_timeout: float = 600.0,
     skip_upload: bool = False,
@@ -146,13 +152,14 @@ def ingest(
     (``WAREHOUSE``, ``WAREHOUSE_HASH``, ``STAGING``, ``SOURCE_ROOT``, ``CATALOG``) and then
     from the embedded default. ``mode="auto"`` builds the table when there is none and
     appends otherwise; ``"full"`` drops and recreates it from the warehouse listing.
-    Items whose id is already in the hash index are skipped (delta mode), so rerunning
-    an inventory adds nothing. The run holds the lock beside the catalog (``use_lock``;
-    the operators' ``--no-lock``). With a remote catalog (``catalog_remote``,
-    ``$CATALOG_REMOTE``) the lock is beside it, the catalog is downloaded first and uploaded
-    (conditionally) once the files are registered, before the hash index follows it
-    (``skip_upload``: the operators' ``--skip-upload``). Returns a summary whose counts
-    reconcile.
+    ``workers`` processes (default: the CPUs, at most 4) parse and fan out the batches of
+    runs larger than a few thousand rows. Items whose id is already in the hash index are
+    skipped (delta mode), so rerunning an inventory adds nothing. The run holds the lock
+    beside the catalog (``use_lock``; the operators' ``--no-lock``). With a remote catalog
+    (``catalog_remote``, ``$CATALOG_REMOTE``) the lock is beside it, the catalog is
+    downloaded first and uploaded (conditionally) once the files are registered, before
+    the hash index follows it (``skip_upload``: the operators' ``--skip-upload``).
+    Returns a summary whose counts reconcile.
     """
     base = settings or Settings.from_env()
     cfg = base.with_overrides(
@@ -183,6 +190,7 @@ def ingest(
             batch_rows,
             compact_rows,
             fetch_concurrency,
+            workers if workers is not None else min(4, os.cpu_count() or 1),
             session.commit,
         )
 
@@ -198,6 +206,7 @@ def _ingest(
     batch_rows: int,
     compact_rows: int,
     fetch_concurrency: int,
+    workers: int,
     commit: Callable[[], object] = lambda: None,
 ) -> IngestSummary:
     sql_catalog = iceberg.open_catalog(cfg.catalog, cfg.warehouse)
@@ -224,8 +233,13 @@ def _ingest(
     exploded: list[pa.Table] = []
     outcomes: list[pa.Table] = []
     seen_keys: set[str] = set()  # keys only, bounded by one inventory; guards repeated rows
-    with paused_gc(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch") as fetcher:
-        pending: Future | None = None
+    stage = functools.partial(
+        stage_batch,
+        source_root=cfg.source_root,
+        resolution=resolution,
+        fetch_concurrency=fetch_concurrency,
+    )
+    with _Stager(stage, workers) as stager:
         for batch in _batches(
             iter_inventory(inventory, since=since, limit=limit), batch_rows, summary
         ):
@@ -236,17 +250,11 @@ def _ingest(
                     fresh = index.missing_mask(hash_ids(ids))
                 summary.already_ingested += batch.num_rows - int(fresh.sum())
                 batch = batch.filter(pa.array(fresh))
-            if batch.num_rows == 0:
-                continue
-            # Fetch this batch in the background while the previous one is parsed.
-            upcoming = fetcher.submit(
-                fetch_objects, batch, source_root=cfg.source_root, concurrency=fetch_concurrency
-            )
-            if pending is not None:
-                _process(pending, resolution, exploded, outcomes, summary)
-            pending = upcoming
-        if pending is not None:
-            _process(pending, resolution, exploded, outcomes, summary)
+            if batch.num_rows:
+                for staged in stager.submit(batch):
+                    _collect(staged, exploded, outcomes, summary)
+        for staged in stager.drain():
+            _collect(staged, exploded, outcomes, summary)
 
     with _Timer(summary, "write"):
         written = _write_buckets(exploded, cfg.warehouse, token, table, compact_rows, summary)
@@ -323,25 +331,105 @@ def _drop_repeated_keys(batch: pa.Table, seen: set[str], summary: IngestSummary)
     return batch
 
 
-def _process(
-    pending: Future,
-    resolution: int,
+@dataclass
+class StagedBatch:
+    """One inventory batch fetched, parsed and fanned out: rows and outcomes."""
+
+    exploded: pa.Table
+    outcomes: pa.Table
+    fetched: int
+    missing: int
+    failed: int
+    rejected: int
+    items: int
+    seconds: dict[str, float]
+
+
+def stage_batch(
+    batch: pa.Table, *, source_root: str | None, resolution: int, fetch_concurrency: int
+) -> StagedBatch:
+    """Fetch, parse and fan out one batch (in a worker thread or process)."""
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    fetched = fetch_objects(batch, source_root=source_root, concurrency=fetch_concurrency)
+    seconds["fetch"] = time.perf_counter() - started
+    with paused_gc():
+        started = time.perf_counter()
+        parsed = parse_items(fetched.bodies, fetched.keys)
+        seconds["parse"] = time.perf_counter() - started
+        started = time.perf_counter()
+        exploded = explode_to_cells(parsed, resolution)
+        seconds["fan_out"] = time.perf_counter() - started
+    return StagedBatch(
+        exploded=exploded,
+        outcomes=outcome_table(parsed.rejects, fetched.missing, fetched.failed),
+        fetched=len(fetched.bodies),
+        missing=fetched.missing.num_rows,
+        failed=fetched.failed.num_rows,
+        rejected=len(parsed.rejects),
+        items=parsed.table.num_rows,
+        seconds=seconds,
+    )
+
+
+def _collect(
+    staged: StagedBatch,
     exploded: list[pa.Table],
     outcomes: list[pa.Table],
     summary: IngestSummary,
 ) -> None:
-    with _Timer(summary, "fetch_wait"):
-        fetched = pending.result()
-    summary.fetched += len(fetched.bodies)
-    summary.missing += fetched.missing.num_rows
-    summary.failed += fetched.failed.num_rows
-    with _Timer(summary, "parse"):
-        parsed = parse_items(fetched.bodies, fetched.keys)
-    summary.rejected += len(parsed.rejects)
-    summary.items_written += parsed.table.num_rows
-    with _Timer(summary, "fan_out"):
-        exploded.append(explode_to_cells(parsed, resolution))
-    outcomes.append(outcome_table(parsed.rejects, fetched.missing, fetched.failed))
+    summary.fetched += staged.fetched
+    summary.missing += staged.missing
+    summary.failed += staged.failed
+    summary.rejected += staged.rejected
+    summary.items_written += staged.items
+    for stage, seconds in staged.seconds.items():
+        summary.seconds[stage] = summary.seconds.get(stage, 0.0) + seconds
+    exploded.append(staged.exploded)
+    outcomes.append(staged.outcomes)
+
+
+class _Stager:
+    """Runs :func:`stage_batch` ahead of the inventory reader, results in order.
+
+    Small runs use two threads (fetching one batch while parsing another). Once a run has
+    shown ``PARALLEL_AFTER_ROWS`` rows it moves to a process pool of ``workers``: parsing
+    and H3 fan-out are Python and hold the GIL, so only processes use a second core. The
+    pool's start-up (imports, ~2 s) is why small runs do not take it.
+    """
+
+    def __init__(self, stage: Callable[[pa.Table], StagedBatch], workers: int) -> None:
+        self.stage, self.workers = stage, workers
+        self.threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="stage")
+        self.processes: ProcessPoolExecutor | None = None
+        self.inflight: deque[Future] = deque()
+        self.rows = 0
+
+    def __enter__(self) -> _Stager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.threads.shutdown(wait=True, cancel_futures=True)
+        if self.processes is not None:
+            self.processes.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, batch: pa.Table) -> list[StagedBatch]:
+        self.rows += batch.num_rows
+        if self.processes is None and self.workers > 1 and self.rows > PARALLEL_AFTER_ROWS:
+            context = multiprocessing.get_context("spawn")
+            self.processes = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+        pool = self.processes or self.threads
+        self.inflight.append(pool.submit(self.stage, batch))
+        ready = []
+        limit = 2 * self.workers if self.processes else 2
+        while len(self.inflight) > limit or (self.inflight and self.inflight[0].done()):
+            ready.append(self.inflight.popleft().result())
+        return ready
+
+    def drain(self) -> list[StagedBatch]:
+        ready = [future.result() for future in self.inflight]
+        self.inflight.clear()
+        return ready
 
 
 def _write_buckets(

@@ -177,3 +177,14 @@ def test_resolution_is_stored_and_enforced(home) -> None:
     _, manifest2 = _day(home, DAY_2, 20, seed=9)
     with pytest.raises(ValueError, match="resolution"):
         ingest(manifest2, settings=home, h3_resolution=1)
+
+
+def test_process_pool_path_gives_the_same_catalog(home, monkeypatch) -> None:
+    # Runs past PARALLEL_AFTER_ROWS parse and fan out in worker processes; force it here.
+    day, manifest = _day(home, DAY_1, 120, seed=21)
+    monkeypatch.setattr(ingest_module, "PARALLEL_AFTER_ROWS", 0)
+    summary = ingest(manifest, settings=home, batch_rows=25, workers=2)
+    assert summary.reconciles, summary.as_dict()
+    assert summary.items_written == len(day.good_ids)
+    assert sorted(_table_rows(home)) == _expected_pairs(day)
+    assert len(load_hash_index(home.warehouse_hash)) == len(set(day.good_ids))

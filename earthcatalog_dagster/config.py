@@ -16,9 +16,8 @@ from pathlib import Path
 DEFAULT_HOME = ".earthcatalog"
 DEFAULT_REGION = "us-west-2"
 
-#: Environment variables read by :meth:`Settings.from_env`, as the operators name them.
-ENV_VARS = (
-    "EARTHCATALOG_HOME",
+#: The variables that place a root somewhere other than the embedded default.
+ROOT_VARS = (
     "WAREHOUSE",
     "WAREHOUSE_HASH",
     "STAGING",
@@ -27,8 +26,9 @@ ENV_VARS = (
     "CATALOG",
     "CATALOG_REMOTE",
     "SOURCE_ROOT",
-    "AWS_REGION",
 )
+#: Environment variables read by :meth:`Settings.from_env`, as the operators name them.
+ENV_VARS = ("EARTHCATALOG_HOME", *ROOT_VARS, "AWS_REGION")
 
 
 def hash_index_beside(warehouse: str) -> str:

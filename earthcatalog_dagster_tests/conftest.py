@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from earthcatalog_dagster.config import Settings
+from earthcatalog_dagster.config import ROOT_VARS, Settings
 from earthcatalog_dagster.core import storage
 
 pytest_plugins = ["earthcatalog_dagster_tests.s3_fixtures"]
@@ -38,16 +38,7 @@ def home(request, tmp_path, monkeypatch):
         yield settings
         _remote_catalog_is_the_local_one(settings)
         return
-    for name in (
-        "WAREHOUSE",
-        "WAREHOUSE_HASH",
-        "STAGING",
-        "DELTA_PREFIX",
-        "INVENTORY",
-        "CATALOG",
-        "CATALOG_REMOTE",
-        "SOURCE_ROOT",
-    ):
+    for name in ROOT_VARS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("EARTHCATALOG_HOME", str(tmp_path / "home"))
     yield Settings.from_env()

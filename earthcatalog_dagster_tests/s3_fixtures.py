@@ -35,17 +35,6 @@ from earthcatalog_dagster_tests.core.moto_s3 import (
 )
 
 CATALOG_BUCKET = "earthcatalog-test"
-#: The roots' variables, as the operators name them (the local ``home`` clears them too).
-ROOT_VARS = (
-    "WAREHOUSE",
-    "WAREHOUSE_HASH",
-    "STAGING",
-    "DELTA_PREFIX",
-    "INVENTORY",
-    "CATALOG",
-    "CATALOG_REMOTE",
-    "SOURCE_ROOT",
-)
 _AWS_UNSET = (
     "AWS_SESSION_TOKEN",
     "AWS_SECURITY_TOKEN",

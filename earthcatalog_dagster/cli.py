@@ -1,19 +1,45 @@
-"""The ``earthcatalog-dagster`` command line."""
+"""The ``earthcatalog-dagster`` command line, on click.
+
+Every ingest setting's flag is declared by :func:`setting`, which reads the default from
+:data:`~earthcatalog_dagster.options.DEFAULTS` (no default is written here), and each
+command builds its :class:`~earthcatalog_dagster.options.IngestOptions` first, so a bad
+number (``--compact-rows 0``) fails before any work with a one-line error and exit code 2.
+Roots given as flags override the environment through
+:meth:`~earthcatalog_dagster.config.Settings.with_overrides`, where they count as
+configured exactly like the operators' variables.
+
+:func:`main` is the console-script entry point and returns the exit code: 0 success,
+1 a run that did not reconcile or a runtime failure (lock held, catalog conflict or
+unreadable, storage), 2 bad usage or input (flags, missing files, bad values), 141 when
+the reader of our output went away (``info | head -1``). An anticipated error prints one
+``error: ...`` line on stderr, never a traceback.
+"""
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import dataclasses
 import datetime as dt
+import errno
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
-from earthcatalog_dagster.config import Settings
+import click
+
+from earthcatalog_dagster.config import WRITTEN_ROOTS, Settings
+from earthcatalog_dagster.options import DEFAULTS, MODES, IngestOptions, OptionError
+
+PROG = "earthcatalog-dagster"
+#: Exit codes of :func:`main`.
+EXIT_FAILED, EXIT_USAGE, EXIT_BROKEN_PIPE, EXIT_INTERRUPTED = 1, 2, 141, 130
 
 INSTANCE_YAML = """\
 concurrency:
@@ -23,114 +49,434 @@ telemetry:
   enabled: false
 """
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-def _settings(args: argparse.Namespace) -> Settings:
-    settings = Settings.from_env()
-    return settings.with_overrides(
-        warehouse=getattr(args, "warehouse", None),
-        warehouse_hash=getattr(args, "hash_index", None),
-        catalog=getattr(args, "catalog", None),
-        catalog_remote=getattr(args, "catalog_remote", None),
-        staging=getattr(args, "staging", None),
+# --- option declarations --------------------------------------------------------------------
+
+#: The flag of each ingest setting, for messages naming the flag rather than the field.
+_FLAG_OF_SETTING: dict[str, str] = {}
+
+
+def _setting_type(name: str) -> click.ParamType:
+    """The click type of an :class:`IngestOptions` field, from its annotation."""
+    annotation = str(next(f.type for f in dataclasses.fields(IngestOptions) if f.name == name))
+    if name == "mode":
+        return click.Choice(MODES)
+    if "int" in annotation:
+        return click.INT
+    if "float" in annotation:
+        return click.FLOAT
+    return click.STRING
+
+
+def setting(name: str, flag: str | None = None, *, help: str) -> Callable[[F], F]:
+    """A click option for the :class:`IngestOptions` field ``name``, defaulting to
+    ``DEFAULTS.<name>`` (``--chunk-size`` for ``chunk_size`` unless ``flag`` says otherwise).
+
+    Values are not range-checked here: :func:`_options` builds the options object, whose
+    validation is the one place that knows the limits.
+    """
+    flag = flag or "--" + name.replace("_", "-")
+    _FLAG_OF_SETTING.setdefault(name, flag)
+    default = getattr(DEFAULTS, name)
+    return click.option(
+        flag,
+        name,
+        type=_setting_type(name),
+        default=default,
+        show_default=default is not None,
+        help=help,
     )
 
 
-def cmd_info(args: argparse.Namespace) -> int:
+def _options(**values: Any) -> IngestOptions:
+    """The defaults with the given flags' values, validated: a bad value is a usage error
+    naming its flag (exit code 2, before any work)."""
+    try:
+        return DEFAULTS.with_values(**values)
+    except OptionError as exc:
+        message = str(exc)
+        for name in sorted(values, key=len, reverse=True):
+            if message.startswith(name + " ") and name in _FLAG_OF_SETTING:
+                message = _FLAG_OF_SETTING[name] + message[len(name) :]
+                break
+        raise click.UsageError(message) from None
+
+
+def _roots(*, catalog_remote: bool = False) -> Callable[[F], F]:
+    """``--catalog``, ``--warehouse``, ``--hash-index`` (and ``--catalog-remote``)."""
+
+    def decorate(fn: F) -> F:
+        options = [
+            click.option("--catalog", help="local catalog.db path (env CATALOG)"),
+            click.option("--warehouse", help="warehouse root (env WAREHOUSE)"),
+            click.option("--hash-index", help="hash index Parquet (env WAREHOUSE_HASH)"),
+        ]
+        if catalog_remote:
+            options.append(
+                click.option(
+                    "--catalog-remote",
+                    help="shared catalog.db, e.g. s3://.../earthcatalog.db (env CATALOG_REMOTE; "
+                    "default beside a remote warehouse: <parent of WAREHOUSE>/earthcatalog.db)",
+                )
+            )
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+class _Date(click.ParamType):
+    """A ``YYYY-MM-DD`` date."""
+
+    name = "YYYY-MM-DD"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+        if isinstance(value, dt.date):
+            return value
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            self.fail(f"not a date (YYYY-MM-DD): {value!r}", param, ctx)
+
+
+DATE = _Date()
+
+
+def _settings(**roots: str | None) -> Settings:
+    """The environment's settings with the roots given as flags (``None``: not given)."""
+    return Settings.from_env().with_overrides(
+        warehouse=roots.get("warehouse"),
+        warehouse_hash=roots.get("hash_index"),
+        catalog=roots.get("catalog"),
+        catalog_remote=roots.get("catalog_remote"),
+        staging=roots.get("staging"),
+        source_root=roots.get("source_root"),
+    )
+
+
+# --- the commands -------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="log progress")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """Keep the ITS_LIVE STAC catalog current (GeoParquet warehouse + Iceberg)."""
+    chatty = verbose or ctx.invoked_subcommand == "run-backfill"
+    logging.basicConfig(
+        level=logging.INFO if chatty else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@cli.command()
+@_roots(catalog_remote=True)
+def info(
+    catalog: str | None, warehouse: str | None, hash_index: str | None, catalog_remote: str | None
+) -> int:
+    """Print the catalog summary (and where the catalog was read from)."""
     from earthcatalog_dagster.pipeline.info import catalog_info
 
-    cfg = _settings(args)
-    path = cfg.catalog
-    if cfg.catalog_remote and not args.catalog:  # the shared catalog as it is now
+    cfg = _settings(
+        catalog=catalog, warehouse=warehouse, hash_index=hash_index, catalog_remote=catalog_remote
+    )
+    if cfg.catalog_remote and not catalog:  # the shared catalog as it is now
         from earthcatalog_dagster.core.remote_catalog import read_copy
 
-        path = read_copy(cfg.catalog_remote)
-    print(catalog_info(path, cfg.warehouse, cfg.warehouse_hash).render())
+        how = "CATALOG_REMOTE" if "catalog_remote" in cfg.given else "beside WAREHOUSE"
+        path = read_copy(cfg.catalog_remote, missing_ok=False)
+        label = f"{cfg.catalog_remote} (the shared copy, {how})"
+    else:
+        path, label = cfg.catalog, f"{cfg.catalog} (local)"
+        if not os.path.exists(cfg.catalog) and not os.path.isdir(cfg.home) and not catalog:
+            raise FileNotFoundError(
+                f"no catalog at {cfg.catalog}: EARTHCATALOG_HOME {cfg.home} does not exist "
+                "(run an ingest first, or point EARTHCATALOG_HOME / --catalog at a catalog)"
+            )
+    click.echo(catalog_info(path, cfg.warehouse, cfg.warehouse_hash, catalog_label=label).render())
     return 0
 
 
-def cmd_daily_delta(args: argparse.Namespace) -> int:
-    """The delta of one date outside Dagster: ``DELTA_PREFIX/pending/delta_D.parquet``."""
+@cli.command("daily-delta")
+@click.argument("manifest", required=False)
+@click.option("--date", type=DATE, help="delta date YYYY-MM-DD (default: yesterday, UTC)")
+@click.option("--warehouse-hash", help="hash index Parquet (env WAREHOUSE_HASH)")
+@click.option("--delta-prefix", help="deltas root: pending/, ingested/ (env DELTA_PREFIX)")
+@click.option("--inventory", help="S3 Inventory root, default manifest (env INVENTORY)")
+@setting("since", help="only rows with last_modified_date >= this (ISO date/time)")
+@click.option("--no-carry-over", is_flag=True, help="leave older pending deltas out")
+def daily_delta_command(
+    manifest: str | None,
+    date: dt.date | None,
+    warehouse_hash: str | None,
+    delta_prefix: str | None,
+    inventory: str | None,
+    since: str | None,
+    no_carry_over: bool,
+) -> int:
+    """Write DELTA_PREFIX/pending/delta_D.parquet: the day's S3 Inventory minus the hash
+    index, plus older pending deltas (reused if it exists).
+
+    MANIFEST is the day's S3 Inventory manifest (default
+    <INVENTORY>/<date>T01-00Z/manifest.json).
+    """
     from earthcatalog_dagster import layout
     from earthcatalog_dagster.pipeline.delta import daily_delta
 
+    options = _options(since=since)
     cfg = Settings.from_env().with_overrides(
-        warehouse_hash=args.warehouse_hash,
-        delta_prefix=args.delta_prefix,
-        inventory=args.inventory,
+        warehouse_hash=warehouse_hash, delta_prefix=delta_prefix, inventory=inventory
     )
-    date = args.date or dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    cfg.check_writable("delta_prefix")
+    date = date or dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     result = daily_delta(
-        args.manifest or layout.inventory_manifest(cfg.inventory, date),
+        manifest or layout.inventory_manifest(cfg.inventory, date),
         delta_prefix=cfg.delta_prefix,
         date=date,
         hash_index_uri=cfg.warehouse_hash,
-        since=args.since,
-        carry_over=not args.no_carry_over,
+        since=options.since,
+        carry_over=not no_carry_over,
     )
-    print(json.dumps(result.as_dict(), indent=2))
+    click.echo(json.dumps(result.as_dict(), indent=2))
     return 0
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
+@cli.command("ingest")
+@click.argument("inventory")
+@_roots(catalog_remote=True)
+@click.option("--staging", help="where rejects are recorded (env STAGING)")
+@click.option("--source-root", help="read <root>/<bucket>/<key> instead of s3://bucket/key")
+@setting("mode", help="delta: skip indexed ids; full: every row; auto: delta if a table exists")
+@setting("since", help="only rows with last_modified_date >= this (ISO date/time)")
+@setting("limit", help="only the first N rows of the inventory (smoke test)")
+@setting("h3_resolution", help="H3 resolution of a first build; later runs read the table's")
+@setting("fetch_concurrency", help="concurrent GETs of source items")
+@setting("batch_rows", help="rows fetched and parsed at once")
+@setting("compact_rows", help="the most rows one warehouse file holds")
+@setting("workers", help="processes that parse the batches")
+@setting("lock_timeout", help="seconds to wait for the catalog lock")
+@setting("max_missing_fraction", help="fail when a larger share of the objects is missing")
+@click.option("--no-hash-index", is_flag=True, help="do not update the hash index")
+@click.option("--no-lock", is_flag=True, help="skip the catalog lock")
+@click.option("--skip-upload", is_flag=True, help="do not upload catalog.db to its remote copy")
+def ingest_command(
+    inventory: str,
+    catalog: str | None,
+    warehouse: str | None,
+    hash_index: str | None,
+    catalog_remote: str | None,
+    staging: str | None,
+    source_root: str | None,
+    no_hash_index: bool,
+    no_lock: bool,
+    skip_upload: bool,
+    **settings: Any,
+) -> int:
+    """Single-node ingest of INVENTORY (ingest()): a manifest.json, a CSV/CSV.gz/Parquet
+    of bucket,key, or a delta."""
+    options = _options(
+        **settings,
+        update_hash_index=not no_hash_index,
+        use_lock=not no_lock,
+        skip_upload=skip_upload,
+    )
     from earthcatalog_dagster.pipeline.ingest import ingest
 
-    cfg = _settings(args)
-    summary = ingest(
-        args.inventory,
-        settings=cfg,
-        source_root=args.source_root,
-        mode=args.mode,
-        since=args.since,
-        limit=args.limit,
-        update_hash_index=not args.no_hash_index,
-        h3_resolution=args.h3_resolution,
-        fetch_concurrency=args.fetch_concurrency,
-        use_lock=not args.no_lock,
-        skip_upload=args.skip_upload,
+    cfg = _settings(
+        catalog=catalog,
+        warehouse=warehouse,
+        hash_index=hash_index,
+        catalog_remote=catalog_remote,
+        staging=staging,
+        source_root=source_root,
     )
-    print(json.dumps(summary.as_dict(), indent=2, default=str))
-    return 0 if summary.reconciles else 1
+    cfg.check_writable(*WRITTEN_ROOTS)
+    summary = ingest(inventory, options, settings=cfg)
+    click.echo(json.dumps(summary.as_dict(), indent=2, default=str))
+    return 0 if summary.reconciles else EXIT_FAILED
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
+@cli.command("run-backfill")
+@click.option("--inventory", required=True, help="delta Parquet, manifest.json or CSV/Parquet")
+@click.option("--catalog", help="local catalog.db (env CATALOG)")
+@click.option(
+    "--catalog-remote",
+    help="shared catalog copy, e.g. s3://.../earthcatalog.db (env CATALOG_REMOTE; default "
+    "beside a remote warehouse: <parent of WAREHOUSE>/earthcatalog.db)",
+)
+@click.option("--warehouse", help="warehouse root (env WAREHOUSE)")
+@click.option("--staging", help="this run's own staging prefix, e.g. .../ingest/delta_D")
+@click.option("--delta", is_flag=True, help="append mode: add files, keep the table")
+@click.option("--update-hash-index", is_flag=True, help="merge the new ids into the hash index")
+@click.option("--hash-index", help="hash index Parquet (env WAREHOUSE_HASH)")
+@click.option("--skip-upload", is_flag=True, help="do not upload catalog.db")
+@click.option("--skip-inventory", is_flag=True, help="reuse existing chunks (after a crash)")
+@click.option("--no-lock", is_flag=True, help="skip the catalog lock")
+@setting("limit", help="only the first N items (smoke test)")
+@setting("scheduler", help="local | synchronous | coiled | tcp://host:8786")
+@setting("workers", help="Dask workers (local scheduler)")
+@setting("chunk_size", help="items per chunk")
+@setting("since", help="only rows with last_modified_date >= this (ISO date/time)")
+@setting("h3_resolution", help="required for a first build; later runs read the table's")
+@setting("compact_rows", help="the most rows one warehouse file holds")
+@setting("fetch_concurrency", help="concurrent GETs of source items per task")
+@click.option("--retry-pending", is_flag=True, help="retry recorded failures")
+@click.option("--skip-ingest", is_flag=True, help="go straight to Phase 3")
+@setting("threads_per_worker", help="threads of each local Dask worker")
+@setting("lock_timeout", help="seconds to wait for the catalog lock")
+@setting("max_missing_fraction", help="fail when a larger share of the objects is missing")
+@click.option("--coiled-n-workers", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--coiled-vm-type", help="e.g. m6i.large")
+@click.option("--source-root", help="read <root>/<bucket>/<key> instead of s3://")
+def run_backfill(
+    inventory: str,
+    catalog: str | None,
+    catalog_remote: str | None,
+    warehouse: str | None,
+    staging: str | None,
+    delta: bool,
+    update_hash_index: bool,
+    hash_index: str | None,
+    skip_upload: bool,
+    skip_inventory: bool,
+    no_lock: bool,
+    retry_pending: bool,
+    skip_ingest: bool,
+    coiled_n_workers: int,
+    coiled_vm_type: str | None,
+    source_root: str | None,
+    **settings: Any,
+) -> int:
+    """The operators' run_backfill.py: the 4-phase pipeline on Dask (bulk_ingest())."""
+    options = _options(
+        **settings,
+        mode="delta" if delta else "full",
+        update_hash_index=update_hash_index,
+        use_lock=not no_lock,
+        skip_upload=skip_upload,
+    )
+    from earthcatalog_dagster.pipeline.bulk import bulk_ingest
+    from earthcatalog_dagster.pipeline.compute import validate_scheduler
+
+    create_client = None
+    if options.scheduler == "coiled":
+        create_client = _coiled_client(coiled_n_workers, coiled_vm_type)
+    validate_scheduler(options.scheduler, create_client)
+    cfg = _settings(
+        catalog=catalog,
+        warehouse=warehouse,
+        hash_index=hash_index,
+        catalog_remote=catalog_remote,
+        staging=staging,
+        source_root=source_root,
+    )
+    cfg.check_writable(*WRITTEN_ROOTS)
+    summary = bulk_ingest(
+        inventory,
+        options,
+        settings=cfg,
+        staging=staging,
+        create_client=create_client,
+        skip_inventory=skip_inventory,
+        skip_ingest=skip_ingest,
+        retry_pending=retry_pending,
+    )
+    click.echo(summary.render())
+    return 0 if summary.reconciles else EXIT_FAILED
+
+
+def _coiled_client(n_workers: int, vm_type: str | None) -> Callable[[], Any]:
+    """A client factory for ``--scheduler coiled``; the package is checked at once."""
+    try:
+        import coiled  # noqa: F401
+    except ImportError:
+        raise click.UsageError(
+            "--scheduler coiled needs the coiled package (pip install coiled)"
+        ) from None
+
+    def create() -> Any:
+        import coiled
+
+        cluster = coiled.Cluster(
+            n_workers=n_workers, worker_vm_types=[vm_type] if vm_type else None
+        )
+        return cluster.get_client()
+
+    return create
+
+
+@cli.command()
+@_roots()
+@click.option(
+    "--date",
+    type=DATE,
+    default=lambda: dt.date.today() - dt.timedelta(days=1),
+    show_default="yesterday",
+)
+@click.option("--items", type=click.IntRange(min=0), default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet")
+def generate(
+    catalog: str | None,
+    warehouse: str | None,
+    hash_index: str | None,
+    date: dt.date,
+    items: int,
+    seed: int,
+    fmt: str,
+) -> int:
+    """Write a synthetic ITS_LIVE day and its S3 Inventory."""
     from earthcatalog_dagster.synthetic import generate_day, write_inventory
 
-    cfg = _settings(args)
-    day = generate_day(
-        args.date, args.items, source_root=cfg.source_root or cfg.home, seed=args.seed
-    )
-    manifest = write_inventory(cfg.inventory, args.date, day.refs, fmt=args.format)
-    print(f"wrote {len(day.items):,} items and the inventory {manifest}")
+    cfg = _settings(catalog=catalog, warehouse=warehouse, hash_index=hash_index)
+    cfg.check_writable("inventory", "source_root" if cfg.source_root else "home")
+    day = generate_day(date, items, source_root=cfg.source_root or cfg.home, seed=seed)
+    manifest = write_inventory(cfg.inventory, date, day.refs, fmt=fmt)
+    click.echo(f"wrote {len(day.items):,} items and the inventory {manifest}")
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Two consecutive days on the embedded default, each materialized through Dagster."""
+@cli.command()
+@click.option("--home", help="embedded root (default $EARTHCATALOG_HOME or ./.earthcatalog)")
+@click.option("--date", type=DATE, default="2026-04-28", show_default=True)
+@click.option("--items", type=click.IntRange(min=1), default=3000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--scheduler",
+    default="synchronous",
+    show_default=True,
+    help="synchronous | local (a Dask LocalCluster)",
+)
+def demo(home: str | None, date: dt.date, items: int, seed: int, scheduler: str) -> int:
+    """Two days generated and materialized through Dagster on the embedded default."""
     from earthcatalog_dagster.pipeline.info import catalog_info
     from earthcatalog_dagster.synthetic import generate_day, write_inventory
 
-    cfg = Settings.embedded(args.home) if args.home else Settings.from_env()
+    cfg = Settings.embedded(home) if home else Settings.from_env()
+    cfg.check_writable("home")
     dagster_home = Path(os.environ.get("DAGSTER_HOME") or Path(cfg.home) / "dagster")
     dagster_home.mkdir(parents=True, exist_ok=True)
     instance_yaml = dagster_home / "dagster.yaml"
     if not instance_yaml.exists():
         instance_yaml.write_text(INSTANCE_YAML)
-    print(f"Embedded catalog under {cfg.home} (Dagster instance: {dagster_home})")
-    dates = [args.date, args.date + dt.timedelta(days=1)]
-    for seed, date in enumerate(dates, start=args.seed):
-        day = generate_day(date, args.items, source_root=cfg.source_root or cfg.home, seed=seed)
+    click.echo(f"Embedded catalog under {cfg.home} (Dagster instance: {dagster_home})")
+    dates = [date, date + dt.timedelta(days=1)]
+    for day_seed, day_date in enumerate(dates, start=seed):
+        day = generate_day(day_date, items, source_root=cfg.source_root or cfg.home, seed=day_seed)
         manifest = write_inventory(
-            cfg.inventory, date, day.refs, fmt="parquet" if seed % 2 == 0 else "csv"
+            cfg.inventory, day_date, day.refs, fmt="parquet" if day_seed % 2 == 0 else "csv"
         )
-        print(f"{date}: generated {len(day.items):,} ITS_LIVE items (+ a few bad objects)")
-        print(f"{date}: inventory {manifest}")
+        click.echo(f"{day_date}: generated {len(day.items):,} ITS_LIVE items (+ a few bad objects)")
+        click.echo(f"{day_date}: inventory {manifest}")
     env = {
         **os.environ,
         "EARTHCATALOG_HOME": cfg.home,
         "DAGSTER_HOME": str(dagster_home),
-        "EARTHCATALOG_SCHEDULER": args.scheduler,
+        "EARTHCATALOG_SCHEDULER": scheduler,
     }
-    for date in dates:
+    for day_date in dates:
         command = [
             sys.executable,
             "-m",
@@ -142,222 +488,99 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "--select",
             "group:ingest",
             "--partition",
-            date.isoformat(),
+            day_date.isoformat(),
         ]
-        print(f"{date}: dagster asset materialize --select group:ingest --partition {date} ...")
+        click.echo(
+            f"{day_date}: dagster asset materialize --select group:ingest "
+            f"--partition {day_date} ..."
+        )
         started = time.perf_counter()
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         if done.returncode != 0:
-            print(done.stdout[-4000:] + done.stderr[-4000:], file=sys.stderr)
-            print(f"error: materializing {date} failed", file=sys.stderr)
-            return 1
-        print(f"{date}: materialized in {time.perf_counter() - started:.1f} s")
-    print()
-    print(catalog_info(cfg.catalog, cfg.warehouse, cfg.warehouse_hash).render())
-    print()
-    print(f"See the runs: DAGSTER_HOME={dagster_home} EARTHCATALOG_HOME={cfg.home} dagster dev")
+            click.echo(done.stdout[-4000:] + done.stderr[-4000:], err=True)
+            click.echo(f"error: materializing {day_date} failed", err=True)
+            return EXIT_FAILED
+        click.echo(f"{day_date}: materialized in {time.perf_counter() - started:.1f} s")
+    click.echo()
+    click.echo(catalog_info(cfg.catalog, cfg.warehouse, cfg.warehouse_hash).render())
+    click.echo()
+    click.echo(
+        f"See the runs: DAGSTER_HOME={dagster_home} EARTHCATALOG_HOME={cfg.home} dagster dev"
+    )
     return 0
 
 
-def cmd_run_backfill(args: argparse.Namespace) -> int:
-    """The operators' ``run_backfill.py``: the 4-phase pipeline on Dask."""
-    from earthcatalog_dagster.pipeline.bulk import bulk_ingest
-
-    create_client = None
-    if args.scheduler == "coiled":
-        create_client = _coiled_client(args)
-    summary = bulk_ingest(
-        args.inventory,
-        mode="delta" if args.delta else "full",
-        create_client=create_client,
-        scheduler=args.scheduler,
-        workers=args.workers,
-        threads_per_worker=args.threads_per_worker,
-        chunk_size=args.chunk_size,
-        compact_rows=args.compact_rows,
-        fetch_concurrency=args.fetch_concurrency,
-        warehouse=args.warehouse,
-        catalog=args.catalog,
-        catalog_remote=args.catalog_remote,
-        hash_index=args.hash_index,
-        staging=args.staging,
-        source_root=args.source_root,
-        since=args.since,
-        limit=args.limit,
-        h3_resolution=args.h3_resolution,
-        update_hash_index=args.update_hash_index,
-        skip_inventory=args.skip_inventory,
-        skip_ingest=args.skip_ingest,
-        retry_pending=args.retry_pending,
-        use_lock=not args.no_lock,
-        skip_upload=args.skip_upload,
-    )
-    print(summary.render())
-    return 0 if summary.reconciles else 1
+# --- the entry point ------------------------------------------------------------------------
 
 
-def _coiled_client(args: argparse.Namespace):  # -> Callable[[], Client]
-    def create() -> object:
-        try:
-            import coiled
-        except ImportError:
-            raise SystemExit(
-                "error: --scheduler coiled needs the coiled package (pip install coiled)"
-            ) from None
-        cluster = coiled.Cluster(
-            n_workers=args.coiled_n_workers,
-            worker_vm_types=[args.coiled_vm_type] if args.coiled_vm_type else None,
-        )
-        return cluster.get_client()
+def _anticipated(exc: BaseException) -> tuple[int, str] | None:
+    """``(exit code, message)`` for an error a user can meet and fix; ``None`` for a bug."""
+    from sqlalchemy.exc import DBAPIError
 
-    return create
+    from earthcatalog_dagster.core.lock import LockHeld
+    from earthcatalog_dagster.core.remote_catalog import CatalogConflict, CatalogUnreadable
+    from earthcatalog_dagster.pipeline.outcomes import SourceUnreadable
+
+    if isinstance(exc, click.ClickException):
+        return exc.exit_code, exc.format_message()
+    if isinstance(exc, FileNotFoundError | PermissionError | ValueError):
+        return EXIT_USAGE, str(exc)
+    if isinstance(exc, LockHeld | CatalogConflict | CatalogUnreadable | SourceUnreadable):
+        return EXIT_FAILED, str(exc)
+    if isinstance(exc, DBAPIError | sqlite3.Error):
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        return EXIT_FAILED, f"catalog database error: {detail}"
+    if isinstance(exc, OSError):  # our StorageError, NotADirectoryError, disk full, ...
+        return EXIT_FAILED, str(exc)
+    return None
 
 
-def _date(text: str) -> dt.date:
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush cannot fail again."""
     try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="earthcatalog-dagster",
-        description="Keep the ITS_LIVE STAC catalog current (GeoParquet warehouse + Iceberg).",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def roots(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--catalog", help="local catalog.db path (env CATALOG)")
-        p.add_argument("--warehouse", help="warehouse root (env WAREHOUSE)")
-        p.add_argument("--hash-index", help="hash index Parquet (env WAREHOUSE_HASH)")
-
-    info = sub.add_parser("info", help="print the catalog summary")
-    roots(info)
-    info.set_defaults(func=cmd_info)
-
-    dd = sub.add_parser(
-        "daily-delta",
-        help="write DELTA_PREFIX/pending/delta_D.parquet: the day's S3 Inventory minus the "
-        "hash index, plus older pending deltas (reused if it exists)",
-    )
-    dd.add_argument(
-        "manifest",
-        nargs="?",
-        help="the day's S3 Inventory manifest (default <INVENTORY>/<date>T01-00Z/manifest.json)",
-    )
-    dd.add_argument("--date", type=_date, help="delta date YYYY-MM-DD (default: yesterday, UTC)")
-    dd.add_argument("--warehouse-hash", help="hash index Parquet (env WAREHOUSE_HASH)")
-    dd.add_argument("--delta-prefix", help="deltas root: pending/, ingested/ (env DELTA_PREFIX)")
-    dd.add_argument("--inventory", help="S3 Inventory root, default manifest (env INVENTORY)")
-    dd.add_argument("--since", help="only rows with last_modified_date >= this (ISO date/time)")
-    dd.add_argument("--no-carry-over", action="store_true", help="leave older pending deltas out")
-    dd.set_defaults(func=cmd_daily_delta)
-
-    ing = sub.add_parser("ingest", help="single-node ingest of an inventory (ingest())")
-    ing.add_argument(
-        "inventory", help="manifest.json, CSV/CSV.gz/Parquet of bucket,key, or a delta"
-    )
-    roots(ing)
-    ing.add_argument("--staging", help="where rejects are recorded (env STAGING)")
-    ing.add_argument("--source-root", help="read <root>/<bucket>/<key> instead of s3://bucket/key")
-    ing.add_argument("--mode", choices=["auto", "full", "delta"], default="auto")
-    ing.add_argument("--since", help="only rows with last_modified_date >= this (ISO date/time)")
-    ing.add_argument("--limit", type=int)
-    ing.add_argument("--h3-resolution", type=int)
-    ing.add_argument("--fetch-concurrency", type=int, default=256)
-    ing.add_argument("--no-hash-index", action="store_true", help="do not update the hash index")
-    ing.add_argument(
-        "--catalog-remote", help="shared catalog.db, e.g. s3://.../earthcatalog.db (CATALOG_REMOTE)"
-    )
-    ing.add_argument("--no-lock", action="store_true", help="skip the catalog lock")
-    ing.add_argument(
-        "--skip-upload", action="store_true", help="do not upload catalog.db to CATALOG_REMOTE"
-    )
-    ing.set_defaults(func=cmd_ingest)
-
-    bf = sub.add_parser(
-        "run-backfill",
-        help="the 4-phase pipeline on Dask (bulk_ingest()), every flag of run_backfill.py",
-    )
-    bf.add_argument(
-        "--inventory", required=True, help="delta Parquet, manifest.json or CSV/Parquet"
-    )
-    bf.add_argument("--catalog", help="local catalog.db (env CATALOG)")
-    bf.add_argument(
-        "--catalog-remote",
-        help="shared catalog copy, e.g. s3://.../earthcatalog.db (env CATALOG_REMOTE)",
-    )
-    bf.add_argument("--warehouse", help="warehouse root (env WAREHOUSE)")
-    bf.add_argument("--staging", help="this run's own staging prefix, e.g. .../ingest/delta_D")
-    bf.add_argument("--delta", action="store_true", help="append mode: add files, keep table")
-    bf.add_argument(
-        "--update-hash-index", action="store_true", help="merge the new ids into the hash index"
-    )
-    bf.add_argument("--hash-index", help="hash index Parquet (env WAREHOUSE_HASH)")
-    bf.add_argument("--skip-upload", action="store_true", help="do not upload catalog.db")
-    bf.add_argument(
-        "--skip-inventory", action="store_true", help="reuse existing chunks (after a crash)"
-    )
-    bf.add_argument("--no-lock", action="store_true", help="skip the catalog lock")
-    bf.add_argument("--limit", type=int, help="only the first N items (smoke test)")
-    bf.add_argument(
-        "--scheduler", default="local", help="local | synchronous | coiled | tcp://host:8786"
-    )
-    bf.add_argument("--workers", type=int, default=4, help="Dask workers (local scheduler)")
-    bf.add_argument("--chunk-size", type=int, default=10_000, help="items per chunk")
-    bf.add_argument("--since", help="only rows with last_modified_date >= this")
-    bf.add_argument(
-        "--h3-resolution", type=int, help="required for a first full build; read from the table"
-    )
-    bf.add_argument("--compact-rows", type=int, default=200_000, help="max rows per file")
-    bf.add_argument("--fetch-concurrency", type=int, default=256)
-    bf.add_argument("--retry-pending", action="store_true", help="retry recorded failures")
-    bf.add_argument("--skip-ingest", action="store_true", help="go straight to Phase 3")
-    bf.add_argument("--threads-per-worker", type=int, default=1)
-    bf.add_argument("--coiled-n-workers", type=int, default=50)
-    bf.add_argument("--coiled-vm-type", help="e.g. m6i.large")
-    bf.add_argument("--source-root", help="read <root>/<bucket>/<key> instead of s3://")
-    bf.set_defaults(func=cmd_run_backfill)
-
-    gen = sub.add_parser("generate", help="write a synthetic ITS_LIVE day and its S3 Inventory")
-    roots(gen)
-    gen.add_argument("--date", type=_date, default=dt.date.today() - dt.timedelta(days=1))
-    gen.add_argument("--items", type=int, default=1000)
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--format", choices=["parquet", "csv"], default="parquet")
-    gen.set_defaults(func=cmd_generate)
-
-    demo = sub.add_parser(
-        "demo", help="two days generated and materialized through Dagster on the embedded default"
-    )
-    demo.add_argument(
-        "--home", help="embedded root (default $EARTHCATALOG_HOME or ./.earthcatalog)"
-    )
-    demo.add_argument("--date", type=_date, default=dt.date(2026, 4, 28))
-    demo.add_argument("--items", type=int, default=3000, help="items per day")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument(
-        "--scheduler", default="synchronous", help="synchronous | local (a Dask LocalCluster)"
-    )
-    demo.set_defaults(func=cmd_demo)
-    return parser
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (captured in tests)
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    chatty = args.verbose or args.command == "run-backfill"
-    logging.basicConfig(
-        level=logging.INFO if chatty else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Run the command line ``argv`` (default ``sys.argv[1:]``) and return its exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        return args.func(args)
-    except (FileNotFoundError, ValueError, PermissionError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        try:
+            # What ``cli.main(standalone_mode=False)`` does, minus its own handling of a
+            # closed pipe (``sys.exit(1)``): every outcome is mapped below, in one place.
+            with cli.make_context(PROG, args) as ctx:
+                code = cli.invoke(ctx)
+        finally:
+            sys.stdout.flush()  # a closed pipe fails here, inside our handler
+        return code if isinstance(code, int) else 0
+    except click.exceptions.Exit as exc:  # --help
+        return exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.format_message(), err=True)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
+            _silence_stdout()
+            return EXIT_BROKEN_PIPE
+        known = _anticipated(exc)
+        if known is None:
+            raise
+        code, message = known
+        with contextlib.suppress(BrokenPipeError):
+            click.echo(f"error: {message}", err=True)
+        return code
 
 
 if __name__ == "__main__":

@@ -142,6 +142,16 @@ def rejects_file(staging_dir: str, number: int) -> str:
     return join(staging_dir, "rejects", f"chunk_{number:06d}.parquet")
 
 
+def aliases_dir(staging_dir: str) -> str:
+    """Phase 2's record of items whose id differs from their key's file name."""
+    return join(staging_dir, "aliases")
+
+
+def aliases_file(staging_dir: str, number: int) -> str:
+    """One chunk's ``(key_id, item_id)`` pairs whose item id is not the key's stem."""
+    return join(aliases_dir(staging_dir), f"chunk_{number:06d}.parquet")
+
+
 def asset_descriptor(staging_dir: str, asset: str) -> str:
     """The small JSON an asset returns, stored by the staging IO manager."""
     return join(staging_dir, f"{asset}.json")
@@ -171,9 +181,45 @@ def parse_warehouse_file(uri: str) -> tuple[str, str] | None:
     return (match["cell"], match["year"]) if match else None
 
 
+# --- hash index -----------------------------------------------------------------------------
+
+
+def hash_aliases(warehouse_hash: str) -> str:
+    """The alias file beside the hash index: ``<index without .parquet>_aliases.parquet``.
+
+    It holds the hashes of key stems (file names without ``.stac.json``) whose item id
+    differs from the stem, so the daily anti-joins, which hash key stems, skip those keys
+    too, while the index itself keeps holding exactly the item ids.
+    """
+    stem = warehouse_hash.removesuffix(".parquet")
+    return f"{stem}_aliases.parquet"
+
+
 # --- catalog ------------------------------------------------------------------------------
 
 
 def catalog_lock(catalog: str) -> str:
     """The lock object beside the catalog (``<catalog>.lock``)."""
     return catalog.rstrip("/") + ".lock"
+
+
+CATALOG_NAME = "earthcatalog.db"
+
+
+def catalog_beside(warehouse: str) -> str:
+    """The operators' shared ``catalog.db``: ``<parent of the warehouse>/earthcatalog.db``.
+
+    ``s3://its-live-data/test-space/stac/catalog/warehouse`` gives
+    ``s3://its-live-data/test-space/stac/catalog/earthcatalog.db``. A warehouse at the
+    root of a bucket has no parent: the catalog goes at the bucket's root.
+    """
+    root = warehouse.rstrip("/")
+    scheme, sep, rest = root.rpartition("://")
+    head, slash, _ = rest.rpartition("/")
+    parent = f"{scheme}{sep}{head}" if slash else root
+    return join(parent, CATALOG_NAME)
+
+
+def hash_index_beside(warehouse: str) -> str:
+    """The operators' default hash index: the warehouse URI + ``_id_hashes.parquet``."""
+    return warehouse.rstrip("/") + "_id_hashes.parquet"

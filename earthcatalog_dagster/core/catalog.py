@@ -36,6 +36,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from earthcatalog_dagster import layout
 from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.geoparquet import WrittenFile
+from earthcatalog_dagster.core.remote_catalog import check_catalog_file
 from earthcatalog_dagster.core.schema import (
     GRID_RESOLUTION_PROPERTY,
     GRID_TYPE_PROPERTY,
@@ -67,6 +68,10 @@ PRUNING_COLUMNS = (
     "bbox.xmax",
     "bbox.ymax",
 )
+#: PyIceberg rebases a refused append onto the new table and commits it; our commit path
+#: (pipeline/commit.py) must instead see the refusal and check the new table for rows it
+#: holds already, so the table does not retry by itself.
+NO_COMMIT_RETRY = {TableProperties.COMMIT_NUM_RETRIES: "0"}
 METRICS_PROPERTIES = {
     "write.metadata.metrics.default": "none",
     "write.metadata.metrics.column.id": "truncate(16)",
@@ -111,6 +116,7 @@ def open_catalog(catalog_path: str, warehouse: str, *, attempts: int = 5) -> Sql
     PyIceberg's S3 FileIO gets the storage module's settings (region, endpoint,
     credentials) as catalog properties.
     """
+    check_catalog_file(catalog_path)  # garbage or truncated: a clear error naming the file
     Path(catalog_path).parent.mkdir(parents=True, exist_ok=True)
     properties = {}
     if not storage.is_local(warehouse):
@@ -173,6 +179,7 @@ def create_table(
             HASH_INDEX_PROPERTY: hash_index_path,
             "write.parquet.compression-codec": "zstd",
             **METRICS_PROPERTIES,
+            **NO_COMMIT_RETRY,
         },
     )
 
@@ -210,6 +217,8 @@ def register_files(
         if tx.table_metadata.name_mapping() is None:
             mapping = tx.table_metadata.schema().name_mapping.model_dump_json()
             tx.set_properties(**{TableProperties.DEFAULT_NAME_MAPPING: mapping})
+        if any(tx.table_metadata.properties.get(k) != v for k, v in NO_COMMIT_RETRY.items()):
+            tx.set_properties(**NO_COMMIT_RETRY)  # a table made before this setting
         properties = {"earthcatalog.files-added": str(len(new))}
         with tx.update_snapshot(snapshot_properties=properties).fast_append() as append:
             for data_file in data_files:

@@ -19,6 +19,15 @@ load ≈ 2 s, anti-join of 1 M keys < 1 s, merging a daily delta one O(n) copy (
 at ``searchsorted`` positions, no re-sort), write ≈ 4 s; peak memory ≈ 2.3x the index
 (load + merge + write ≈ 1.5 GB). See ``benchmarks/bench_hash_index.py``.
 
+Aliases: an item whose ``id`` is not its object's file name (``<key stem>.stac.json``)
+is indexed under its id, yet the daily anti-joins hash key stems. So beside the index
+sits a second, small file in the very same format (:func:`~earthcatalog_dagster.layout.
+hash_aliases`: ``<index without .parquet>_aliases.parquet``) holding the digests of those
+key stems. The index keeps holding exactly the item ids (the operators count "Unique
+items" from it); the anti-joins use :func:`load_ingested_keys`, index ∪ aliases, so such
+an item is fetched once and never again. :func:`merge_aliases` unions new alias digests
+in (idempotent, written only when something is new), after the items are registered.
+
 Storage goes through :mod:`earthcatalog_dagster.core.storage` (``read_bytes`` and
 ``write_bytes``; ``open_input`` for footer-only reads), so the URI may be a local path or
 ``s3://``. The read-modify-write of
@@ -39,6 +48,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from xxhash import xxh3_128_digest
 
+from earthcatalog_dagster import layout
 from earthcatalog_dagster.core import storage
 
 __all__ = [
@@ -53,7 +63,10 @@ __all__ = [
     "count_hash_index",
     "hash_id",
     "hash_ids",
+    "load_aliases",
     "load_hash_index",
+    "load_ingested_keys",
+    "merge_aliases",
     "merge_ids_into_index",
     "read_index_state",
     "write_hash_index",
@@ -576,4 +589,45 @@ def merge_ids_into_index(uri: str, ids: IdsLike) -> MergeStats:
     stats = MergeStats(before=before, after=len(merged), added=len(merged) - before)
     if stats.added or repaired:
         write_hash_index(merged, uri, state=state)
+    return stats
+
+
+# --- aliases: key stems whose item id differs ------------------------------------------------
+
+
+def load_aliases(index_uri: str) -> HashIndex:
+    """The alias digests kept beside the index at ``index_uri``; a missing file is empty."""
+    return load_hash_index(layout.hash_aliases(index_uri))
+
+
+def load_ingested_keys(index_uri: str) -> HashIndex:
+    """Every key stem already ingested: the index ∪ its aliases, for the anti-joins.
+
+    Probe it with the digests of key stems (``hash_ids(ids_of_keys(keys))``): a key whose
+    item id equals its stem is found through the index, one whose item id differs through
+    the alias file. Costs one O(n) copy of the index only when aliases exist and add
+    something; otherwise the index itself is returned.
+    """
+    return load_hash_index(index_uri).union(load_aliases(index_uri))
+
+
+def merge_aliases(index_uri: str, key_ids: IdsLike) -> MergeStats:
+    """Union key stems (or their digests) into the alias file beside ``index_uri``.
+
+    ``key_ids``: the key stems of items whose id differs from them (e.g. the ``key_id``
+    column of :attr:`~earthcatalog_dagster.core.items.ParsedItems.mismatches`), as an
+    Arrow string array or a sequence of ``str``; or already their digests, as a
+    ``fixed_size_binary(16)`` array. Idempotent: the file is written only when something
+    is new (nothing is written, or created, for no new alias). Call it after the items
+    are registered, under the catalog lock, like :func:`merge_ids_into_index`.
+    """
+    is_digests = isinstance(key_ids, pa.Array | pa.ChunkedArray) and key_ids.type == HASH_TYPE
+    hashes = key_ids if is_digests else hash_ids(key_ids)
+    uri = layout.hash_aliases(index_uri)
+    loaded = _load(uri, strict=False)
+    before = len(loaded.index)
+    merged = loaded.index.merge(hashes)
+    stats = MergeStats(before=before, after=len(merged), added=len(merged) - before)
+    if stats.added or loaded.repaired:
+        write_hash_index(merged, uri, state=loaded.state)
     return stats

@@ -27,6 +27,8 @@ from earthcatalog_dagster.core import storage
 
 log = logging.getLogger(__name__)
 DEFAULT_TTL_HOURS = 6.0
+#: Seconds between the "still waiting for the lock" messages of a wait.
+PROGRESS_EVERY_S = 30.0
 _UNKNOWN_NAMESPACE = "?"
 
 
@@ -109,6 +111,14 @@ def _read(uri: str) -> LockInfo | None:
         )
 
 
+def describe(holder: LockInfo) -> str:
+    """Who holds a lock and until when, for messages: owner, host, pid, acquired, expiry."""
+    return (
+        f"{holder.owner} on {holder.hostname} (pid {holder.pid}) since {holder.acquired}; "
+        f"it expires at {holder.expires.isoformat()} unless released"
+    )
+
+
 def acquire(
     uri: str,
     *,
@@ -116,8 +126,15 @@ def acquire(
     ttl_hours: float = DEFAULT_TTL_HOURS,
     timeout: float = 600.0,
     poll: float = 0.5,
+    progress_every: float = PROGRESS_EVERY_S,
 ) -> LockInfo:
-    """Take the lock at ``uri`` or raise :class:`LockHeld` after ``timeout`` seconds."""
+    """Take the lock at ``uri`` or raise :class:`LockHeld` after ``timeout`` seconds.
+
+    As soon as a wait starts it is logged (a warning, so the CLI shows it without
+    ``--verbose``) naming the holder and when its lock expires, then every
+    ``progress_every`` seconds while the wait lasts, so an operator never stares at a
+    silent command; a new holder is announced when the lock changes hands.
+    """
     mine = LockInfo(
         owner=owner,
         hostname=socket.gethostname(),
@@ -127,9 +144,16 @@ def acquire(
         token=uuid.uuid4().hex,
         pid_namespace=_pid_namespace(),
     )
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
+    waiting_for: LockInfo | None = None
+    next_report = started
     while True:
         if storage.write_if_absent(uri, mine.to_json()):
+            if waiting_for is not None:
+                log.warning(
+                    "lock %s acquired after waiting %.0f s", uri, time.monotonic() - started
+                )
             return mine
         holder = _read(uri)
         if holder is None:
@@ -147,12 +171,30 @@ def acquire(
             if _read(uri) == holder:
                 storage.delete(uri)
             continue
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now >= deadline:
             raise LockHeld(
-                f"lock {uri} is held by {holder.owner} on {holder.hostname} (pid {holder.pid}) "
-                f"since {holder.acquired}; it expires at {holder.expires.isoformat()}"
+                f"lock {uri} is held by {describe(holder)}; gave up after waiting "
+                f"{now - started:.0f} s (the lock timeout)"
             )
-        time.sleep(poll)
+        if waiting_for != holder:
+            log.warning(
+                "waiting for lock %s (at most %.0f s): held by %s",
+                uri,
+                timeout,
+                describe(holder),
+            )
+            waiting_for, next_report = holder, now + progress_every
+        elif now >= next_report:
+            log.warning(
+                "still waiting for lock %s after %.0f s (%.0f s left): held by %s",
+                uri,
+                now - started,
+                deadline - now,
+                describe(holder),
+            )
+            next_report = now + progress_every
+        time.sleep(max(0.0, min(poll, deadline - now)))
 
 
 def release(uri: str, lock: LockInfo) -> bool:

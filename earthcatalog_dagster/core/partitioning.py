@@ -89,7 +89,7 @@ from shapely.geometry import Polygon, box
 
 from earthcatalog_dagster.layout import NO_CELL
 
-__all__ = ["DEFAULT_RESOLUTION", "cells_for_geometry", "fan_out"]
+__all__ = ["DEFAULT_RESOLUTION", "cells_for_geometry", "fan_out", "ring_winding"]
 
 DEFAULT_RESOLUTION = 1
 
@@ -142,6 +142,16 @@ def cells_for_geometry(
 def fan_out(geometries: Sequence[dict[str, Any] | None], resolution: int) -> list[list[str]]:
     """``cells_for_geometry`` of each geometry, in order: one list of cells per item."""
     return [cells_for_geometry(geometry, resolution) for geometry in geometries]
+
+
+def ring_winding(ring: Sequence[Sequence[float]]) -> int:
+    """How often a closed or open ``(lon, lat)`` ring winds round a pole (0: it does not).
+
+    The same unwrapping the fan-out uses (each step the short way round, see the module
+    doc), so other modules classify rings exactly as the partitioning does.
+    """
+    points = _open_ring([(float(p[0]), float(p[1])) for p in ring])
+    return _unwrap(points)[1] if points else 0
 
 
 # --- geometry dispatch ----------------------------------------------------------------------

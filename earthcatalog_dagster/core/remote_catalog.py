@@ -24,6 +24,11 @@ work that must only follow a published commit (the hash index follows the table)
 
 Readers outside the lock use :func:`read_copy`: a private, fresh copy of the remote
 catalog, so they never race the working copy a writer on the same host replaces.
+
+:func:`check_catalog_file` is run wherever a ``catalog.db`` is opened (and on every
+download): a file of garbage bytes, a truncated copy or an unreadable file raises
+:class:`CatalogUnreadable` naming the file and what to do, instead of a SQLAlchemy
+traceback from deep inside PyIceberg.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import hashlib
 import logging
 import os
 import shutil
+import sqlite3
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -45,7 +51,15 @@ from earthcatalog_dagster.core import lock, storage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CatalogConflict", "CatalogSession", "catalog_session", "is_held", "read_copy"]
+__all__ = [
+    "CatalogConflict",
+    "CatalogSession",
+    "CatalogUnreadable",
+    "catalog_session",
+    "check_catalog_file",
+    "is_held",
+    "read_copy",
+]
 
 #: SQLite files that belong to a database file; a stale journal beside a freshly
 #: downloaded catalog would be "rolled back" into it, so they go with the old file.
@@ -70,6 +84,70 @@ class CatalogConflict(RuntimeError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.remote, self.kept))
+
+
+class CatalogUnreadable(RuntimeError):
+    """A ``catalog.db`` is not a readable SQLite database (garbage, truncated, no access)."""
+
+    def __init__(self, path: str, reason: str, origin: str | None = None) -> None:
+        if origin is None:
+            what = f"{path} is not a readable SQLite Iceberg catalog ({reason})"
+            todo = (
+                "restore it from its remote copy (CATALOG_REMOTE) or a backup, or move it "
+                "aside to start a new, empty catalog"
+            )
+        else:
+            what = (
+                f"the shared catalog {origin} is not a readable SQLite Iceberg catalog "
+                f"({reason}; its copy is at {path})"
+            )
+            todo = f"restore {origin} from a good copy (e.g. a previous object version)"
+        super().__init__(f"{what}: {todo}")
+        self.path = path
+        self.reason = reason
+        self.origin = origin
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.path, self.reason, self.origin))
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_catalog_file(path: str, *, origin: str | None = None) -> None:
+    """Raise :class:`CatalogUnreadable` if the ``catalog.db`` at ``path`` cannot be read.
+
+    A missing or empty file is fine (a new catalog starts there). Otherwise the file must
+    carry the SQLite header and pass ``PRAGMA quick_check`` (which catches truncation), read
+    through a read-only connection so that nothing is created or changed; a database that
+    another process has locked for writing is taken as readable. ``origin`` names where
+    the file was downloaded from, for the message.
+    """
+    try:
+        with open(path, "rb") as f:
+            header = f.read(len(_SQLITE_HEADER))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise CatalogUnreadable(path, exc.strerror or str(exc), origin) from None
+    if not header:
+        return
+    if header != _SQLITE_HEADER:
+        raise CatalogUnreadable(path, "no SQLite header: not a database file", origin)
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            problems = [row[0] for row in connection.execute("PRAGMA quick_check(3)")]
+        finally:
+            connection.close()
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return
+        raise CatalogUnreadable(path, str(exc), origin) from None
+    except sqlite3.DatabaseError as exc:
+        raise CatalogUnreadable(path, str(exc), origin) from None
+    if problems != ["ok"]:
+        raise CatalogUnreadable(path, "; ".join(problems), origin)
 
 
 def _digest(path: str) -> str | None:
@@ -172,6 +250,8 @@ def _download(session: CatalogSession) -> None:
             )
             os.replace(session.local, backup)
     _replace_local(session.local, data)
+    if data is not None:
+        check_catalog_file(session.local, origin=session.remote)
     session.e_tag = e_tag
     session.digest = _digest(session.local)
 
@@ -233,11 +313,14 @@ def _private_dir() -> str:
     return _copies_dir
 
 
-def read_copy(remote: str) -> str:
+def read_copy(remote: str, *, missing_ok: bool = True) -> str:
     """A private local copy of the remote catalog as it is now, for reading without the lock.
 
     One file per remote and process, refreshed when the remote's ETag changed; with no
-    remote catalog yet, the path of a fresh empty catalog.
+    remote catalog yet, the path of a fresh empty catalog (``missing_ok=False``: raise
+    :class:`FileNotFoundError` naming the remote instead, for readers such as ``info``
+    that must not report an empty catalog that does not exist). A copy that is not a
+    readable catalog raises :class:`CatalogUnreadable` naming the remote.
     """
     with _copies_lock:
         name = hashlib.sha256(remote.encode()).hexdigest()[:16] + ".db"
@@ -245,9 +328,16 @@ def read_copy(remote: str) -> str:
         try:
             data, e_tag = storage.read_with_etag(remote)
         except storage.ObjectNotFound:
+            if not missing_ok:
+                raise FileNotFoundError(
+                    f"no catalog at {remote} (CATALOG_REMOTE, or beside a remote WAREHOUSE): "
+                    "nothing has been ingested there yet, or the URI is wrong"
+                ) from None
             data, e_tag = None, None
         cached = _copies.get(remote)
         if cached is None or cached[1] != e_tag or (data is not None and not os.path.exists(path)):
             _replace_local(path, data)
+            if data is not None:
+                check_catalog_file(path, origin=remote)
             _copies[remote] = (path, e_tag)
         return path

@@ -1,21 +1,27 @@
-"""The six daily-partitioned assets of group ``ingest``, thin over the pipeline phases.
+"""The six daily-partitioned assets of group ``ingest``, thin over the pipeline.
 
 delta_inventory → staged_chunks → ndjson_items → warehouse_parquets → iceberg_table →
 hash_index. Partition key D is the delta date; every file of D's run lives under
-``<staging>/delta_D/``. Each asset returns a small descriptor (stored by the staging IO
-manager) and reports metadata a person reads at a glance.
+``<staging>/delta_D/``. Each asset builds one :class:`~earthcatalog_dagster.options.IngestOptions`
+from its ``Config`` and the resources, runs the pipeline function of its phase, and
+returns a typed descriptor (:mod:`.descriptors`, stored by the staging IO manager) with
+metadata a person reads at a glance. The commit is the one commit path
+(:mod:`earthcatalog_dagster.pipeline.commit`) that ``ingest()`` and ``bulk_ingest()`` use;
+the checks are in :mod:`.checks`.
+
+A date whose delta is ingested already (``ingested/delta_D.done`` and no pending delta) is
+a no-op that succeeds: ``delta_inventory`` returns an :class:`AlreadyIngested` descriptor
+and every downstream asset passes it on without touching anything.
 """
 
+import datetime as dt
 import functools
 import time
+from collections.abc import Iterator
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from dagster import (
     AssetCheckResult,
-    AssetCheckSeverity,
-    AssetCheckSpec,
     AssetExecutionContext,
     Config,
     Failure,
@@ -27,26 +33,48 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from earthcatalog_dagster import layout
+from earthcatalog_dagster.config import Settings
 from earthcatalog_dagster.core import catalog as iceberg
 from earthcatalog_dagster.core import storage
-from earthcatalog_dagster.core.hash_index import hash_ids, load_hash_index
-from earthcatalog_dagster.core.inventory import ids_of_keys
+from earthcatalog_dagster.options import DEFAULTS, IngestOptions, OptionError
+from earthcatalog_dagster.orchestration import checks
+from earthcatalog_dagster.orchestration.descriptors import (
+    AlreadyIngested,
+    ChunksDescriptor,
+    DeltaDescriptor,
+    HashIndexDescriptor,
+    NdjsonDescriptor,
+    RegistrationDescriptor,
+    WarehouseDescriptor,
+)
 from earthcatalog_dagster.orchestration.partitions import backfill_policy, daily_partitions
 from earthcatalog_dagster.orchestration.resources import (
     DaskCompute,
     IcebergCatalog,
     StorageRoots,
+    run_options,
     use_s3,
     with_s3,
 )
 from earthcatalog_dagster.orchestration.runs import dates_being_ingested
 from earthcatalog_dagster.pipeline import phases
+from earthcatalog_dagster.pipeline.commit import (
+    ResolutionError,
+    TablePlan,
+    current_table,
+    plan_table,
+    register,
+    session_for,
+    sync_index,
+)
 from earthcatalog_dagster.pipeline.delta import DeltaSourceNotFound, daily_delta
-from earthcatalog_dagster.pipeline.hash_sync import read_ids, sync_hash_index
-from earthcatalog_dagster.pipeline.overlap import drop_registered_rows, registered_ids
+from earthcatalog_dagster.pipeline.outcomes import SourceUnreadable, check_missing
 
 GROUP = "ingest"
 ICEBERG_POOL = "iceberg_commit"
+#: Phase-2 outputs of a date: cleared when a run finds its source unreadable, so the rerun
+#: (with the source root fixed) fetches every chunk again instead of trusting its markers.
+_PHASE_2_PARTS = ("staging", "markers", "pending_chunks", "rejects")
 
 _COMMON: dict[str, Any] = {
     "partitions_def": daily_partitions,
@@ -63,24 +91,50 @@ class DeltaConfig(Config):
         default="{inventory}/{date}T01-00Z/manifest.json",
         description="Manifest path; {inventory} is the inventory root, {date} the delta date",
     )
-    since: str | None = Field(default=None, description="Only rows modified on/after this")
+    since: str | None = Field(default=DEFAULTS.since, description="Only rows modified on/after")
 
 
 class ChunkConfig(Config):
-    """The operators' chunking inputs."""
+    """The operators' chunking inputs (defaults: :data:`options.DEFAULTS`)."""
 
-    chunk_size: int = Field(default=10_000, description="Items per chunk")
-    limit: int | None = Field(default=None, description="Stop after this many items (smoke)")
-    since: str | None = Field(default=None, description="Only rows modified on/after this")
+    chunk_size: int = Field(default=DEFAULTS.chunk_size, description="Items per chunk")
+    limit: int | None = Field(default=DEFAULTS.limit, description="Only the first N rows (smoke)")
+    since: str | None = Field(default=DEFAULTS.since, description="Only rows modified on/after")
 
 
 class ComputeConfig(Config):
-    """Where this run's tasks run; unset fields take the ``compute`` resource's values."""
+    """How this run's tasks run; ``scheduler``/``workers`` unset take the ``compute``
+    resource's values (whose defaults are :data:`options.DEFAULTS`'s)."""
 
     scheduler: str | None = Field(default=None, description="local | synchronous | address")
     workers: int | None = Field(default=None, description="Dask workers (local scheduler)")
-    fetch_concurrency: int = Field(default=256, description="Concurrent GETs per task")
-    compact_rows: int = Field(default=200_000, description="Maximum rows per warehouse file")
+    fetch_concurrency: int = Field(
+        default=DEFAULTS.fetch_concurrency, description="Concurrent GETs per task"
+    )
+    compact_rows: int = Field(
+        default=DEFAULTS.compact_rows, description="Maximum rows per warehouse file"
+    )
+    max_missing_fraction: float = Field(
+        default=DEFAULTS.max_missing_fraction,
+        description="Fail when more than this share of the fetched objects is missing (404)",
+    )
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _options(
+    catalog: IcebergCatalog, compute: DaskCompute | None = None, **config: Any
+) -> IngestOptions:
+    """The step's options, or a Failure naming the setting whose value is unusable."""
+    try:
+        return run_options(catalog, compute, **config)
+    except OptionError as exc:
+        raise Failure(description=f"invalid ingest setting: {exc}") from None
+
+
+def _settings(roots: StorageRoots, catalog: IcebergCatalog) -> Settings:
+    return catalog.settings(roots.settings())
 
 
 def _staging(roots: StorageRoots, context: AssetExecutionContext) -> str:
@@ -91,21 +145,69 @@ def _seconds(start: float) -> float:
     return round(time.perf_counter() - start, 3)
 
 
+def _owner(context: AssetExecutionContext) -> str:
+    """Who holds the catalog lock, as other runs waiting for it see it."""
+    return f"earthcatalog-dagster run {context.run.run_id[:8]} ({context.partition_key})"
+
+
+def _plan(settings: Settings, options: IngestOptions) -> TablePlan:
+    """Mode and resolution of the run against the table as it is, or a clear Failure."""
+    try:
+        return plan_table(current_table(settings), options)
+    except ResolutionError as exc:
+        raise Failure(description=str(exc)) from None
+
+
+def already_ingested(delta_prefix: str, date: str) -> AlreadyIngested | None:
+    """The date's done marker when its delta was ingested (and no pending delta waits)."""
+    if storage.exists(layout.delta_pending(delta_prefix, date)):
+        return None
+    done = layout.delta_ingested(delta_prefix, date)
+    # One listing of ingested/ (one small marker per date): storage has no stat call.
+    for obj in storage.list_objects(layout.deltas_ingested_dir(delta_prefix), suffix=".done"):
+        if obj.uri == done or obj.uri.endswith("/" + done.rsplit("/", 1)[-1]):
+            at = obj.last_modified.astimezone(dt.UTC).isoformat(timespec="seconds")
+            return AlreadyIngested(done=done, at=at)
+    return None
+
+
+def _ingested_metadata(ingested: AlreadyIngested, start: float) -> dict[str, Any]:
+    return {
+        "status": ingested.message,
+        "delta": MetadataValue.path(ingested.done),
+        "duration s": _seconds(start),
+    }
+
+
+# --- the assets -------------------------------------------------------------------------------
+
+
 @asset(
     **_COMMON,
     description=(
         "The day's delta: `delta/pending/delta_D.parquet` (bucket, key, id_hash) if it exists "
         "(minus ids indexed meanwhile); otherwise built from the S3 Inventory of D anti-joined "
-        "against the hash index, plus the un-indexed rows of older pending deltas."
+        "against the hash index, plus the un-indexed rows of older pending deltas. A date "
+        "already ingested (`ingested/delta_D.done`, no pending delta) is a no-op."
     ),
 )
 def delta_inventory(
-    context: AssetExecutionContext, config: DeltaConfig, roots: StorageRoots, s3: S3Resource
-) -> Output[dict[str, Any]]:
+    context: AssetExecutionContext,
+    config: DeltaConfig,
+    roots: StorageRoots,
+    catalog: IcebergCatalog,
+    s3: S3Resource,
+) -> Output[DeltaDescriptor]:
     start = time.perf_counter()
     use_s3(s3)
     cfg = roots.settings()
     date = context.partition_key
+    options = _options(catalog, since=config.since)
+    ingested = already_ingested(cfg.delta_prefix, date)
+    if ingested is not None:
+        return Output(
+            DeltaDescriptor(ingested=ingested), metadata=_ingested_metadata(ingested, start)
+        )
     manifest = config.manifest_template.format(inventory=cfg.inventory, date=date)
     try:
         result = daily_delta(
@@ -113,22 +215,25 @@ def delta_inventory(
             delta_prefix=cfg.delta_prefix,
             date=date,
             hash_index_uri=cfg.warehouse_hash,
-            since=config.since,
+            since=options.since,
             # Dates another unfinished run ingests (a backfill's other dates) are not
             # carried: that run brings them in.
             in_flight=dates_being_ingested(context.instance, exclude_run_id=context.run.run_id),
         )
     except DeltaSourceNotFound as exc:
         raise Failure(
-            description=str(exc), metadata={"delta": exc.delta, "manifest": exc.manifest}
+            description=str(exc),
+            metadata={
+                "delta": exc.delta,
+                "done marker": exc.done or layout.delta_ingested(cfg.delta_prefix, date),
+                "manifest": exc.manifest,
+            },
         ) from None
-    delta_uri = result.uri
     source = "pending delta" if result.reused else manifest
-    descriptor = {"delta": delta_uri, "rows": result.rows, "source": source}
     return Output(
-        descriptor,
+        DeltaDescriptor(delta=result.uri, rows=result.rows, source=source),
         metadata={
-            "delta": MetadataValue.path(delta_uri),
+            "delta": MetadataValue.path(result.uri),
             "source": source,
             "reused": result.reused,
             "rows in": result.source_rows if not result.reused else result.rows + result.pruned,
@@ -152,22 +257,31 @@ def staged_chunks(
     context: AssetExecutionContext,
     config: ChunkConfig,
     roots: StorageRoots,
+    catalog: IcebergCatalog,
     s3: S3Resource,
-    delta_inventory: dict[str, Any],
-) -> Output[dict[str, Any]]:
+    delta_inventory: DeltaDescriptor,
+) -> Output[ChunksDescriptor]:
     start = time.perf_counter()
+    if delta_inventory.ingested is not None:
+        ingested = delta_inventory.ingested
+        return Output(
+            ChunksDescriptor(ingested=ingested), metadata=_ingested_metadata(ingested, start)
+        )
     use_s3(s3)
+    options = _options(
+        catalog, chunk_size=config.chunk_size, limit=config.limit, since=config.since
+    )
     plan = phases.write_chunks(
-        delta_inventory["delta"],
+        delta_inventory.delta,
         _staging(roots, context),
-        chunk_size=config.chunk_size,
-        since=config.since,
-        limit=config.limit,
+        chunk_size=options.chunk_size,
+        since=options.since,
+        limit=options.limit,
     )
     return Output(
-        {"chunks": plan.chunks, "rows": plan.rows, "chunk_size": plan.chunk_size},
+        ChunksDescriptor(chunks=tuple(plan.chunks), rows=plan.rows, chunk_size=plan.chunk_size),
         metadata={
-            "rows in": delta_inventory["rows"],
+            "rows in": delta_inventory.rows,
             "rows out": plan.rows,
             "chunks": len(plan.chunks),
             "reused from an earlier attempt": plan.reused,
@@ -180,7 +294,8 @@ def staged_chunks(
     **_COMMON,
     description=(
         "Per chunk (one Dask task each): fetch, fan out to H3 cells, write NDJSON per "
-        "(cell, year); failed keys to `pending_chunks/`, bad items to `rejects/`."
+        "(cell, year); failed keys to `pending_chunks/`, bad items to `rejects/`. Fails when "
+        "every fetched object (or more than `max_missing_fraction`) is missing."
     ),
 )
 def ndjson_items(
@@ -190,32 +305,63 @@ def ndjson_items(
     catalog: IcebergCatalog,
     compute: DaskCompute,
     s3: S3Resource,
-    staged_chunks: dict[str, Any],
-) -> Output[dict[str, Any]]:
+    staged_chunks: ChunksDescriptor,
+) -> Output[NdjsonDescriptor]:
     start = time.perf_counter()
+    if staged_chunks.ingested is not None:
+        ingested = staged_chunks.ingested
+        return Output(
+            NdjsonDescriptor(ingested=ingested), metadata=_ingested_metadata(ingested, start)
+        )
     use_s3(s3)
-    cfg = roots.settings()
+    cfg = _settings(roots, catalog)
+    options = _options(
+        catalog,
+        compute,
+        scheduler=config.scheduler,
+        workers=config.workers,
+        fetch_concurrency=config.fetch_concurrency,
+        max_missing_fraction=config.max_missing_fraction,
+    )
+    plan = _plan(cfg, options)
+    staging = _staging(roots, context)
     task = with_s3(
         functools.partial(
             phases.ingest_chunk,
-            staging_dir=_staging(roots, context),
+            staging_dir=staging,
             source_root=cfg.source_root,
-            resolution=catalog.resolution(cfg),
-            fetch_concurrency=config.fetch_concurrency,
+            resolution=plan.resolution,
+            fetch_concurrency=options.fetch_concurrency,
         ),
         s3,
     )
-    results = compute.map(
-        task, staged_chunks["chunks"], scheduler=config.scheduler, workers=config.workers
-    )
-    buckets = sorted({(cell, year) for r in results for cell, year, _ in r.buckets})
+    results = compute.map(task, staged_chunks.chunks, options)
     totals = {
         name: sum(getattr(r, name) for r in results)
         for name in ("rows", "fetched", "missing", "failed", "rejected", "items", "rows_out")
     }
-    descriptor = {"buckets": [list(b) for b in buckets], **totals}
+    try:
+        check_missing(
+            fetched=totals["fetched"],
+            missing=totals["missing"],
+            max_fraction=options.max_missing_fraction,
+            source_root=cfg.source_root,
+            example_key=next((r.example_missing for r in results if r.example_missing), None),
+        )
+    except SourceUnreadable as exc:
+        # The chunk markers would make a rerun trust this run's "missing" results.
+        phases.clear_staging(staging, _PHASE_2_PARTS)
+        raise Failure(
+            description=str(exc),
+            metadata={
+                "source root": cfg.source_root or "s3://<bucket>/<key>",
+                "items fetched": totals["fetched"],
+                "items missing (404)": totals["missing"],
+            },
+        ) from None
+    buckets = sorted({(cell, year) for r in results for cell, year, _ in r.buckets})
     return Output(
-        descriptor,
+        NdjsonDescriptor(buckets=tuple(buckets), resolution=plan.resolution, **totals),
         metadata={
             "rows in": totals["rows"],
             "items fetched": totals["fetched"],
@@ -227,6 +373,7 @@ def ndjson_items(
             "average fan-out": round(totals["rows_out"] / totals["items"], 3)
             if totals["items"]
             else 0.0,
+            "h3 resolution": plan.resolution,
             "cells": len({cell for cell, _ in buckets}),
             "years": ", ".join(sorted({year for _, year in buckets})) or "none",
             "chunks skipped (already done)": sum(r.skipped for r in results),
@@ -241,28 +388,7 @@ def ndjson_items(
         "Per (cell, year) (one Dask task each): NDJSON deduplicated by id (latest `updated` "
         "wins) and written as GeoParquet under deterministic names in the warehouse."
     ),
-    check_specs=[
-        AssetCheckSpec(
-            "files_match_their_bucket",
-            asset="warehouse_parquets",
-            blocking=True,
-            description="Every new file holds exactly one (cell, year), the one its path names",
-        ),
-        AssetCheckSpec(
-            "no_duplicate_rows",
-            asset="warehouse_parquets",
-            blocking=True,
-            description=(
-                "No (id, grid_partition) twice among the new rows; rows whose id the table "
-                "holds already are dropped at registration"
-            ),
-        ),
-        AssetCheckSpec(
-            "delta_accounted_for",
-            asset="warehouse_parquets",
-            description="Every id of the delta is in the new files, in rejects or pending",
-        ),
-    ],
+    check_specs=checks.WAREHOUSE_CHECKS,
 )
 def warehouse_parquets(
     context: AssetExecutionContext,
@@ -271,13 +397,28 @@ def warehouse_parquets(
     catalog: IcebergCatalog,
     compute: DaskCompute,
     s3: S3Resource,
-    ndjson_items: dict[str, Any],
-):
+    ndjson_items: NdjsonDescriptor,
+) -> Iterator[Output[WarehouseDescriptor] | AssetCheckResult]:
     start = time.perf_counter()
+    if ndjson_items.ingested is not None:
+        ingested = ndjson_items.ingested
+        yield Output(
+            WarehouseDescriptor(ingested=ingested), metadata=_ingested_metadata(ingested, start)
+        )
+        yield from checks.skipped(checks.WAREHOUSE_CHECKS, ingested)
+        return
     use_s3(s3)
-    cfg = roots.settings()
+    cfg = _settings(roots, catalog)
+    options = _options(
+        catalog,
+        compute,
+        scheduler=config.scheduler,
+        workers=config.workers,
+        compact_rows=config.compact_rows,
+    )
     staging = _staging(roots, context)
-    table = catalog.load_table(cfg)
+    table = current_table(cfg)
+    # New files are numbered past the registered ones, so a rerun never replaces one.
     registered = frozenset(iceberg.registered_files(table)) if table is not None else frozenset()
     task = with_s3(
         functools.partial(
@@ -286,22 +427,17 @@ def warehouse_parquets(
             warehouse=cfg.warehouse,
             token=context.partition_key,
             registered=registered,
-            compact_rows=config.compact_rows,
+            compact_rows=options.compact_rows,
         ),
         s3,
     )
-    results = compute.map(
-        task,
-        [tuple(b) for b in ndjson_items["buckets"]],
-        scheduler=config.scheduler,
-        workers=config.workers,
-    )
-    files = [f for r in results for f in r.files]
+    results = compute.map(task, ndjson_items.buckets, options)
+    files = tuple(f for r in results for f in r.files)
     rows = sum(r.rows for r in results)
     yield Output(
-        {"files": files, "rows": rows},
+        WarehouseDescriptor(files=files, rows=rows, resolution=ndjson_items.resolution),
         metadata={
-            "rows in (item × cell)": ndjson_items["rows_out"],
+            "rows in (item × cell)": ndjson_items.rows_out,
             "rows out": rows,
             "duplicates dropped": sum(r.duplicates_dropped for r in results),
             "files written": len(files),
@@ -311,7 +447,12 @@ def warehouse_parquets(
             "duration s": _seconds(start),
         },
     )
-    yield from _warehouse_checks(files, staging, cfg.warehouse_hash, ndjson_items)
+    # What the checks need, read once: the new files' rows and the hash index.
+    new = checks.NewRows.read(files)
+    index = checks.load_index(cfg.warehouse_hash)
+    yield checks.files_match_their_bucket(new)
+    yield checks.no_duplicate_rows(new, index)
+    yield checks.delta_accounted_for(new, index, staging, ndjson_items)
 
 
 def _compact(bucket: tuple[str, str], **kwargs: Any) -> phases.BucketResult:
@@ -319,100 +460,13 @@ def _compact(bucket: tuple[str, str], **kwargs: Any) -> phases.BucketResult:
     return phases.compact_bucket(kwargs.pop("staging_dir"), cell, year, **kwargs)
 
 
-def _warehouse_checks(files: list[str], staging: str, hash_index_uri: str, ndjson: dict[str, Any]):
-    # On a rerun a file may be gone: registration deletes a file whose every row another
-    # run registered first (pipeline/overlap.py).
-    files = [uri for uri in files if storage.exists(uri)]
-    parts = [_file_rows(uri) for uri in files]
-    mismatched = []
-    for uri, rows in zip(files, parts, strict=True):
-        cell, year = layout.parse_warehouse_file(uri) or ("?", "?")
-        cells = set(pc.unique(rows["grid_partition"]).to_pylist())
-        years = {
-            str(y) if y is not None else layout.NO_YEAR
-            for y in pc.unique(pc.year(rows["datetime"])).to_pylist()
-        }
-        if cells != {cell} or years != {year}:
-            mismatched.append(f"{uri}: cells {sorted(cells)}, years {sorted(years)}")
-    yield AssetCheckResult(
-        check_name="files_match_their_bucket",
-        passed=not mismatched,
-        metadata={"files checked": len(files), "mismatched": "\n".join(mismatched[:20])},
-    )
-
-    new = pa.concat_tables(parts) if parts else None
-    pairs = new.num_rows if new is not None else 0
-    distinct = (
-        pc.count_distinct(
-            pc.binary_join_element_wise(new["id"], new["grid_partition"], "\x00")
-        ).as_py()
-        if new is not None
-        else 0
-    )
-    ids = pc.unique(new["id"]) if new is not None else pa.array([], pa.string())
-    index = load_hash_index(hash_index_uri)
-    already = int(index.contains(hash_ids(ids)).sum()) if len(ids) else 0
-    yield AssetCheckResult(
-        check_name="no_duplicate_rows",
-        passed=distinct == pairs,
-        metadata={
-            "new rows": pairs,
-            "repeated (id, cell) among new rows": pairs - distinct,
-            "new ids already in the table (dropped at registration)": already,
-        },
-    )
-
-    # Every id of the run's chunks must be in a new file, recorded as rejected/missing or
-    # pending retry, or already in the table (a delta reused after a partial run).
-    chunk_keys = [
-        storage.read_parquet(o.uri, columns=["key"])["key"]
-        for o in storage.list_objects(layout.join(staging, "chunks"), suffix=".parquet")
-    ]
-    recorded = [
-        storage.read_parquet(o.uri, columns=["key"])["key"]
-        for part in ("rejects", "pending_chunks")
-        for o in storage.list_objects(layout.join(staging, part), suffix=".parquet")
-    ]
-    delta_ids = pc.unique(
-        pa.chunked_array([ids_of_keys(k) for k in chunk_keys], pa.string())
-    )
-    known = pa.chunked_array(
-        [ids, *(ids_of_keys(k) for k in recorded)], type=pa.string()
-    ).combine_chunks()
-    unaccounted = delta_ids.filter(pc.invert(pc.is_in(delta_ids, value_set=known)))
-    if len(unaccounted):
-        in_table = index.contains(hash_ids(unaccounted))
-        unaccounted = unaccounted.filter(pa.array(~in_table))
-    counts_add_up = (
-        ndjson["items"] + ndjson["rejected"] + ndjson["missing"] + ndjson["failed"]
-        == ndjson["rows"]
-    )
-    yield AssetCheckResult(
-        check_name="delta_accounted_for",
-        passed=counts_add_up and len(unaccounted) == 0,
-        severity=AssetCheckSeverity.ERROR,
-        metadata={
-            "delta ids": len(delta_ids),
-            "in warehouse": ndjson["items"],
-            "rejected": ndjson["rejected"],
-            "missing (404)": ndjson["missing"],
-            "pending retry": ndjson["failed"],
-            "unaccounted": len(unaccounted),
-            "unaccounted sample": ", ".join(unaccounted.slice(0, 5).to_pylist()),
-        },
-    )
-
-
-def _file_rows(uri: str) -> pa.Table:
-    return storage.read_parquet(uri, columns=["id", "grid_partition", "datetime"])
-
-
 @asset(
     **_COMMON,
     pool=ICEBERG_POOL,
     description=(
-        "The new warehouse files registered in `earthcatalog.stac_items` in one snapshot "
-        "(files already registered are skipped). Runs in pool `iceberg_commit`."
+        "The new warehouse files registered in `earthcatalog.stac_items` in one snapshot, "
+        "through the one commit path (rows whose id the table holds already are dropped; "
+        "files already registered are skipped). Runs in pool `iceberg_commit`."
     ),
 )
 def iceberg_table(
@@ -420,41 +474,43 @@ def iceberg_table(
     roots: StorageRoots,
     catalog: IcebergCatalog,
     s3: S3Resource,
-    warehouse_parquets: dict[str, Any],
-) -> Output[dict[str, Any]]:
+    warehouse_parquets: WarehouseDescriptor,
+) -> Output[RegistrationDescriptor]:
     start = time.perf_counter()
-    use_s3(s3)
-    cfg = roots.settings()
-    with catalog.locked(cfg):
-        table = catalog.load_or_create_table(cfg)
-        table_files = iceberg.registered_files(table)
-        files_before = len(table_files)
-        # Overlapping deltas (carried-over rows, side-by-side backfills): drop rows whose
-        # id another run registered first, here where commits are serialized.
-        overlap = drop_registered_rows(
-            warehouse_parquets["files"],
-            registered_ids(table, cfg.warehouse_hash),
-            table_files,
+    if warehouse_parquets.ingested is not None:
+        ingested = warehouse_parquets.ingested
+        return Output(
+            RegistrationDescriptor(ingested=ingested), metadata=_ingested_metadata(ingested, start)
         )
-        registration = iceberg.register_files(table, overlap.files)
-        snapshot = table.current_snapshot()
-    descriptor = {
-        "files": overlap.files,
-        "snapshot_id": registration.snapshot_id,
-        "added": registration.added,
-        "skipped": registration.skipped,
-    }
+    use_s3(s3)
+    cfg = _settings(roots, catalog)
+    options = _options(catalog)
+    if warehouse_parquets.resolution is not None:
+        # The files were fanned out at this resolution: that is what gets registered.
+        options = options.with_values(h3_resolution=warehouse_parquets.resolution)
+    plan = _plan(cfg, options)
+    try:
+        with session_for(cfg, options, _owner(context)) as session:
+            _, result = register(session, cfg, plan, warehouse_parquets.files)
+    except ResolutionError as exc:
+        raise Failure(description=str(exc)) from None
     return Output(
-        descriptor,
+        RegistrationDescriptor(
+            files=tuple(result.files),
+            snapshot_id=result.snapshot_id,
+            added=result.files_registered,
+            skipped=result.files_already_registered,
+            table_created=result.table_created,
+        ),
         metadata={
-            "snapshot id": str(snapshot.snapshot_id) if snapshot else "none",
-            "files registered": registration.added,
-            "files already registered": registration.skipped,
-            "rows dropped (id registered by another run)": overlap.rows_dropped,
-            "files rewritten without those rows": len(overlap.rewritten),
-            "files removed (all rows registered elsewhere)": len(overlap.removed),
-            "table files before": files_before,
-            "table files after": files_before + registration.added,
+            "snapshot id": str(result.snapshot_id) if result.snapshot_id else "none",
+            "table created": result.table_created,
+            "h3 resolution": plan.resolution,
+            "files registered": result.files_registered,
+            "files already registered": result.files_already_registered,
+            "rows dropped (id registered by another run)": result.rows_dropped,
+            "files rewritten without those rows": len(result.files_rewritten),
+            "files removed (all rows registered elsewhere)": len(result.files_removed),
             "duration s": _seconds(start),
         },
     )
@@ -467,50 +523,56 @@ def iceberg_table(
         "The ids of the new files merged into the hash index; then the delta moves from "
         "`pending/` to `ingested/delta_D.done` and the staging NDJSON is cleaned."
     ),
-    check_specs=[
-        AssetCheckSpec(
-            "index_holds_new_ids",
-            asset="hash_index",
-            description="The hash index holds every id of the new warehouse files",
-        )
-    ],
+    check_specs=checks.HASH_INDEX_CHECKS,
 )
 def hash_index(
     context: AssetExecutionContext,
     roots: StorageRoots,
     catalog: IcebergCatalog,
     s3: S3Resource,
-    iceberg_table: dict[str, Any],
-):
+    iceberg_table: RegistrationDescriptor,
+) -> Iterator[Output[HashIndexDescriptor] | AssetCheckResult]:
     start = time.perf_counter()
+    if iceberg_table.ingested is not None:
+        ingested = iceberg_table.ingested
+        yield Output(
+            HashIndexDescriptor(ingested=ingested), metadata=_ingested_metadata(ingested, start)
+        )
+        yield from checks.skipped(checks.HASH_INDEX_CHECKS, ingested)
+        return
     use_s3(s3)
-    cfg = roots.settings()
-    with catalog.locked(cfg):
-        table = catalog.load_or_create_table(cfg)
-        synced = sync_hash_index(table, cfg.warehouse_hash)
+    cfg = _settings(roots, catalog)
+    options = _options(catalog)
+    # The new files' ids, read once: the sync merges them and the check looks them up.
+    known_ids = checks.read_ids_by_file(iceberg_table.files)
+    synced = None
+    with session_for(cfg, options, _owner(context)) as session:
+        table = iceberg.load_table(iceberg.open_catalog(session.local, cfg.warehouse))
+        if table is not None:
+            synced = sync_index(
+                table, cfg, known_ids=known_ids, rebuild=iceberg_table.table_created
+            )
     date = context.partition_key
     done = layout.delta_ingested(cfg.delta_prefix, date)
     storage.move(layout.delta_pending(cfg.delta_prefix, date), done)
     cleaned = phases.clear_markers(_staging(roots, context))
     yield Output(
-        {"hashes_before": synced.before, "hashes_after": synced.after},
+        HashIndexDescriptor(
+            hashes_before=synced.before if synced else None,
+            hashes_after=synced.after if synced else None,
+        ),
         metadata={
-            "hashes before": synced.before,
-            "hashes after": synced.after,
-            "hashes added": synced.added,
-            "files read": synced.files_read,
+            "hashes before": synced.before if synced else 0,
+            "hashes after": synced.after if synced else 0,
+            "hashes added": synced.added if synced else 0,
+            "files read": synced.files_read if synced else 0,
             "delta": MetadataValue.path(done),
             "staging files cleaned": cleaned,
             "duration s": _seconds(start),
         },
     )
-    new_ids = read_ids(iceberg_table["files"])
-    index = load_hash_index(cfg.warehouse_hash)
-    missing = int((~index.contains(hash_ids(new_ids))).sum()) if len(new_ids) else 0
-    yield AssetCheckResult(
-        check_name="index_holds_new_ids",
-        passed=missing == 0,
-        metadata={"ids checked": len(new_ids), "ids missing from the index": missing},
+    yield checks.index_holds_new_ids(
+        checks.concat_ids(known_ids.values()), synced.index if synced else None
     )
 
 

@@ -1,23 +1,25 @@
-"""The staging IO manager: each asset's small JSON descriptor under its date's prefix.
+"""The staging IO manager: each asset's typed descriptor as JSON under its date's prefix.
 
 ``<staging root>/delta_<D>/<asset>.json`` holds what an asset returned for partition D
-(keys, counts, file lists); the downstream asset of the same partition loads it from
-there. Bulk bytes (chunks, NDJSON, Parquet) never pass through here: workers write them
-straight to storage.
+(a :mod:`~earthcatalog_dagster.orchestration.descriptors` dataclass: keys, counts, file
+lists); the downstream asset of the same partition loads it from there. Bulk bytes
+(chunks, NDJSON, Parquet) never pass through here: workers write them straight to storage.
+
+A descriptor written by an older version (an untyped dict) is converted when it holds
+every key that version wrote; one that cannot be read is treated as absent: the run fails
+with a message asking to materialize the upstream asset again, never with a traceback.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
-from dagster import ConfigurableIOManager, InputContext, OutputContext
+from dagster import ConfigurableIOManager, Failure, InputContext, OutputContext
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from earthcatalog_dagster import layout
 from earthcatalog_dagster.config import Settings
 from earthcatalog_dagster.core import storage
+from earthcatalog_dagster.orchestration.descriptors import Descriptor, decode
 
 
 class StagingIOManager(ConfigurableIOManager):
@@ -38,19 +40,37 @@ class StagingIOManager(ConfigurableIOManager):
 
         use_s3(self.s3)
 
-    def handle_output(self, context: OutputContext, obj: dict[str, Any]) -> None:
+    def handle_output(self, context: OutputContext, obj: Descriptor) -> None:
+        if not isinstance(obj, Descriptor):
+            raise TypeError(
+                f"{context.asset_key.to_user_string()} returned {type(obj).__name__}; the "
+                "staging IO manager stores descriptors (orchestration/descriptors.py) only"
+            )
         self._configure()
         uri = self.descriptor_uri(context.asset_key.path[-1], context.asset_partition_key)
-        storage.write_bytes(uri, json.dumps(obj, indent=1, default=str).encode())
+        storage.write_bytes(uri, obj.to_json())
         context.add_output_metadata({"descriptor": uri})
 
-    def load_input(self, context: InputContext) -> dict[str, Any]:
+    def load_input(self, context: InputContext) -> Descriptor:
         self._configure()
-        uri = self.descriptor_uri(context.asset_key.path[-1], context.asset_partition_key)
+        asset = context.asset_key.to_user_string()
+        partition = context.asset_partition_key
+        uri = self.descriptor_uri(context.asset_key.path[-1], partition)
+        expected = getattr(context.dagster_type, "typing_type", None)
+        if not (isinstance(expected, type) and issubclass(expected, Descriptor)):
+            expected = None
         try:
-            return json.loads(storage.read_bytes(uri))
+            raw = storage.read_bytes(uri)
         except FileNotFoundError:
-            raise FileNotFoundError(
-                f"{context.asset_key.to_user_string()} has no descriptor for partition "
-                f"{context.asset_partition_key} at {uri}: materialize it first"
+            raise Failure(
+                description=f"{asset} has no descriptor for partition {partition} at {uri}: "
+                f"materialize {asset} for {partition} first"
             ) from None
+        descriptor = decode(raw, expected)
+        if descriptor is None:
+            raise Failure(
+                description=f"{asset}'s descriptor for partition {partition} at {uri} is not "
+                f"one this version can read (an older format?): materialize {asset} for "
+                f"{partition} again"
+            )
+        return descriptor

@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from typing import Any, Generic, TypeVar
 
 from dagster import ConfigurableResource
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
-from pyiceberg.catalog.sql import SqlCatalog
-from pyiceberg.table import Table
 
 from earthcatalog_dagster.config import Settings
-from earthcatalog_dagster.core import catalog as iceberg
-from earthcatalog_dagster.core import remote_catalog, storage
+from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.partitioning import DEFAULT_RESOLUTION
+from earthcatalog_dagster.options import DEFAULTS, IngestOptions
 from earthcatalog_dagster.pipeline.compute import run_tasks
 
 T = TypeVar("T")
@@ -124,7 +121,11 @@ class StorageRoots(ConfigurableResource):
 
 
 class IcebergCatalog(ConfigurableResource):
-    """The SQLite Iceberg catalog holding ``earthcatalog.stac_items``."""
+    """The SQLite Iceberg catalog holding ``earthcatalog.stac_items``, and the commit settings.
+
+    Commits go through the one commit path (:mod:`earthcatalog_dagster.pipeline.commit`);
+    this resource only says where the catalog is and how to hold it.
+    """
 
     catalog_path: str | None = Field(default=None, description="Local catalog.db; $CATALOG")
     remote_uri: str | None = Field(
@@ -132,84 +133,87 @@ class IcebergCatalog(ConfigurableResource):
         description="Shared catalog.db (s3://.../earthcatalog.db), with its lock; $CATALOG_REMOTE",
     )
     skip_upload: bool = Field(
-        default=False, description="Do not upload catalog.db to the remote (testing)"
+        default=DEFAULTS.skip_upload, description="Do not upload catalog.db to the remote (testing)"
     )
-    h3_resolution: int = Field(
+    h3_resolution: int | None = Field(
         default=DEFAULT_RESOLUTION,
-        description="H3 resolution of a first build; later runs read it from the table",
+        description=(
+            "The deployment's H3 resolution: the resolution of a first build (the operators "
+            f"use {DEFAULT_RESOLUTION}); on an existing table a different value is refused "
+            "(a table never holds two resolutions). Unset: follow the table, and a first "
+            "build fails asking for one"
+        ),
+    )
+    use_lock: bool = Field(
+        default=DEFAULTS.use_lock, description="Hold the catalog lock while committing"
+    )
+    lock_timeout_s: float = Field(
+        default=DEFAULTS.lock_timeout, description="Seconds to wait for the catalog lock"
     )
 
-    use_lock: bool = Field(default=True, description="Hold the catalog lock while writing")
-    lock_timeout_s: float = Field(default=600.0, description="How long to wait for the lock")
+    def settings(self, roots: Settings) -> Settings:
+        """``roots`` with this resource's catalog locations, where set."""
+        return roots.with_overrides(catalog=self.catalog_path, catalog_remote=self.remote_uri)
 
-    def path(self, roots: Settings) -> str:
-        return self.catalog_path or roots.catalog
-
-    def remote(self, roots: Settings) -> str | None:
-        return self.remote_uri or roots.catalog_remote
-
-    def locked(self, roots: Settings) -> AbstractContextManager[remote_catalog.CatalogSession]:
-        """One commit: lock, download the remote catalog, yield, upload if changed, release."""
-        return remote_catalog.catalog_session(
-            self.path(roots),
-            self.remote(roots),
-            use_lock=self.use_lock,
-            skip_upload=self.skip_upload,
-            owner="earthcatalog-dagster",
-            lock_timeout=self.lock_timeout_s,
-        )
-
-    def open(self, roots: Settings) -> SqlCatalog:
-        """The working copy inside :meth:`locked`; outside it, a fresh copy of the remote."""
-        path, remote = self.path(roots), self.remote(roots)
-        if remote is not None and not remote_catalog.is_held(path):
-            path = remote_catalog.read_copy(remote)
-        return iceberg.open_catalog(path, roots.warehouse)
-
-    def load_table(self, roots: Settings) -> Table | None:
-        return iceberg.load_table(self.open(roots))
-
-    def resolution(self, roots: Settings) -> int:
-        table = self.load_table(roots)
-        return iceberg.table_resolution(table) if table is not None else self.h3_resolution
-
-    def load_or_create_table(self, roots: Settings) -> Table:
-        catalog = self.open(roots)
-        table = iceberg.load_table(catalog)
-        if table is None:
-            table = iceberg.create_table(
-                catalog,
-                warehouse=roots.warehouse,
-                resolution=self.h3_resolution,
-                hash_index_path=roots.warehouse_hash,
-            )
-        return table
+    def option_values(self) -> dict[str, Any]:
+        """This resource's share of the run's :class:`IngestOptions`."""
+        return {
+            "h3_resolution": self.h3_resolution,
+            "use_lock": self.use_lock,
+            "lock_timeout": self.lock_timeout_s,
+            "skip_upload": self.skip_upload,
+        }
 
 
 class DaskCompute(ConfigurableResource):
-    """Where phase tasks run: ``synchronous``, ``local`` (a LocalCluster) or an address."""
+    """Where phase tasks run: ``synchronous``, ``local`` (a LocalCluster) or an address.
+
+    Defaults are the ingest defaults (:data:`~earthcatalog_dagster.options.DEFAULTS`);
+    ``$EARTHCATALOG_SCHEDULER`` overrides the scheduler's.
+    """
 
     scheduler: str = Field(
-        default_factory=lambda: os.environ.get("EARTHCATALOG_SCHEDULER", "local"),
+        default_factory=lambda: os.environ.get("EARTHCATALOG_SCHEDULER", DEFAULTS.scheduler),
         description="synchronous | local | coiled | tcp://host:8786 ($EARTHCATALOG_SCHEDULER)",
     )
-    workers: int = Field(default=4, description="Worker processes of a local cluster")
-    threads_per_worker: int = Field(default=1)
+    workers: int = Field(default=DEFAULTS.workers, description="Worker processes (local)")
+    threads_per_worker: int = Field(
+        default=DEFAULTS.threads_per_worker, description="Threads of each local worker"
+    )
+
+    def option_values(self) -> dict[str, Any]:
+        """This resource's share of the run's :class:`IngestOptions`."""
+        return {
+            "scheduler": self.scheduler,
+            "workers": self.workers,
+            "threads_per_worker": self.threads_per_worker,
+        }
 
     def map(
         self,
         fn: Callable[[T], R],
         items: Sequence[T],
+        options: IngestOptions,
         *,
-        scheduler: str | None = None,
-        workers: int | None = None,
         on_result: Callable[[R], Any] | None = None,
     ) -> list[R]:
+        """``[fn(item) for item in items]`` on the scheduler ``options`` name."""
         return run_tasks(
             fn,
             items,
-            scheduler=scheduler or self.scheduler,
-            workers=workers or self.workers,
-            threads_per_worker=self.threads_per_worker,
+            scheduler=options.scheduler,
+            workers=options.workers,
+            threads_per_worker=options.threads_per_worker,
             on_result=on_result,
         )
+
+
+def run_options(
+    catalog: IcebergCatalog, compute: DaskCompute | None = None, **config: Any
+) -> IngestOptions:
+    """One step's :class:`IngestOptions`: the defaults, then the resources' values, then
+    the step's ``Config`` fields (``None``: not set there). Raises :class:`OptionError`
+    naming the setting when a value is unusable."""
+    values = {**catalog.option_values(), **(compute.option_values() if compute else {})}
+    values.update({k: v for k, v in config.items() if v is not None})
+    return DEFAULTS.with_values(**values)

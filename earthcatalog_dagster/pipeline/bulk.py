@@ -18,17 +18,17 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any
 
 import xxhash
+from pyiceberg.table import Table
 
 from earthcatalog_dagster import layout
-from earthcatalog_dagster.config import Settings
+from earthcatalog_dagster.config import WRITTEN_ROOTS, Settings
 from earthcatalog_dagster.core import catalog as iceberg
 from earthcatalog_dagster.core import storage
-from earthcatalog_dagster.core.hash_index import load_hash_index
-from earthcatalog_dagster.core.remote_catalog import catalog_session, read_copy
+from earthcatalog_dagster.options import DEFAULTS, IngestOptions
+from earthcatalog_dagster.pipeline import commit as committer
 from earthcatalog_dagster.pipeline import phases
 from earthcatalog_dagster.pipeline.compute import (
     close_client,
@@ -36,10 +36,16 @@ from earthcatalog_dagster.pipeline.compute import (
     run_tasks,
     validate_scheduler,
 )
-from earthcatalog_dagster.pipeline.hash_sync import sync_hash_index
+from earthcatalog_dagster.pipeline.hash_sync import read_staged_aliases
+from earthcatalog_dagster.pipeline.outcomes import (
+    MISMATCH_EXAMPLES,
+    check_missing,
+    describe_mismatches,
+)
 
 log = logging.getLogger(__name__)
 RETRY_BASE = 1_000_000  # chunk numbers of retried pending keys start here
+OWNER = "earthcatalog-dagster bulk_ingest()"
 
 
 @dataclass
@@ -57,6 +63,10 @@ class BulkSummary:
     missing: int = 0
     pending: int = 0
     rows_written: int = 0
+    rows_already_registered: int = 0
+    id_mismatches: int = 0
+    id_mismatch_examples: list[str] = field(default_factory=list)
+    bboxes_recomputed: int = 0
     files_written: int = 0
     bytes_written: int = 0
     buckets: int = 0
@@ -90,8 +100,11 @@ class BulkSummary:
                 f"Buckets : {self.buckets:,} ({self.buckets_skipped:,} already done)",
                 f"Rows written : {self.rows_written:,} in {self.files_written:,} files"
                 f" ({self.bytes_written / 1e6:,.1f} MB)",
-                f"Registered : {self.files_registered:,} files, snapshot {self.snapshot_id}",
+                f"Registered : {self.files_registered:,} files, snapshot {self.snapshot_id}"
+                f" ({self.rows_already_registered:,} rows already in the table dropped)",
                 f"Hash index : {self.hashes_before} → {self.hashes_after}",
+                f"Id ≠ key name : {self.id_mismatches:,} {self.id_mismatch_examples[:3]}",
+                f"Bbox recomputed : {self.bboxes_recomputed:,}",
                 "Seconds : " + ", ".join(f"{k} {v:.1f}" for k, v in self.seconds.items()),
             ]
         )
@@ -127,54 +140,56 @@ class _Progress:
 
 def bulk_ingest(
     inventory: str,
+    options: IngestOptions | None = None,
     *,
-    mode: Literal["full", "delta", "auto"] = "auto",
     create_client: Callable[[], Any] | None = None,
-    scheduler: str = "local",
-    workers: int = 4,
-    threads_per_worker: int = 1,
-    chunk_size: int = 10_000,
-    compact_rows: int = 200_000,
-    fetch_concurrency: int = 256,
+    settings: Settings | None = None,
     warehouse: str | None = None,
     catalog: str | None = None,
     catalog_remote: str | None = None,
     hash_index: str | None = None,
     staging: str | None = None,
     source_root: str | None = None,
-    since: datetime | date | str | None = None,
-    limit: int | None = None,
-    h3_resolution: int | None = None,
-    update_hash_index: bool = True,
     skip_inventory: bool = False,
     skip_ingest: bool = False,
     retry_pending: bool = False,
-    use_lock: bool = True,
-    skip_upload: bool = False,
     progress: bool | None = None,
-    settings: Settings | None = None,
+    **values: Any,
 ) -> BulkSummary:
     """Ingest an inventory through the 4-phase staged pipeline on Dask.
 
-    ``staging`` is this run's own prefix (default ``<STAGING>/bulk_<hash of inventory>``);
-    rerunning with the same arguments resumes a killed run. ``mode="full"`` drops and
-    recreates the table from the warehouse listing; ``"delta"`` adds the new files to the
-    existing table (ids already in the hash index are skipped at chunking); ``"auto"`` is
-    full when there is no table yet. ``create_client`` (e.g. ``lambda: coiled.Client(...)``)
-    is called right before Phase 2. ``skip_inventory`` reuses the chunks in staging,
-    ``skip_ingest`` goes straight to Phase 3, ``retry_pending`` retries recorded failures.
-    ``use_lock=False`` (``--no-lock``) skips the catalog lock; ``skip_upload`` keeps a
-    remote catalog (``CATALOG_REMOTE``) from being uploaded.
+    Args:
+        inventory: a delta Parquet, an S3 Inventory ``manifest.json`` or a CSV/Parquet of
+            ``bucket, key``.
+        options: the run's settings (:class:`~earthcatalog_dagster.options.IngestOptions`);
+            any of its fields may also be given as a keyword (``mode="delta"``,
+            ``scheduler="synchronous"``, ``chunk_size=2_500``, ``h3_resolution=1``, ...).
+        create_client: called once, right before Phase 2, for a Dask client (e.g.
+            ``lambda: coiled.Cluster(n_workers=100).get_client()``).
+        settings: the roots; default: the environment, then the embedded default.
+        warehouse, catalog, catalog_remote, hash_index, source_root: single roots
+            overriding ``settings``.
+        staging: this run's own prefix (default ``<STAGING>/bulk_<hash of inventory>``);
+            rerunning with the same arguments resumes a killed run.
+        skip_inventory: reuse the chunks in staging (the operators' ``--skip-inventory``).
+        skip_ingest: go straight to Phase 3 with the NDJSON in staging.
+        retry_pending: fetch again the keys recorded as failed by earlier attempts.
+        progress: progress bars (default: when stderr is a terminal).
+
+    Delta mode skips ids the hash index holds at chunking; both modes add files to the
+    table through the one commit path (:mod:`.commit`), which drops rows whose id the
+    table holds already, so a full build over an existing table does not double it.
     """
-    validate_scheduler(scheduler, create_client)
-    base = settings or Settings.from_env()
-    cfg = base.with_overrides(
-        warehouse=warehouse, warehouse_hash=hash_index, catalog=catalog, staging=staging
+    opts = (options or DEFAULTS).with_values(**values)
+    validate_scheduler(opts.scheduler, create_client)
+    cfg = (settings or Settings.from_env()).with_overrides(
+        warehouse=warehouse,
+        warehouse_hash=hash_index,
+        catalog=catalog,
+        catalog_remote=catalog_remote,
+        source_root=source_root,
     )
-    if source_root is not None:
-        cfg = cfg.with_overrides(source_root=source_root)
-    if catalog_remote is not None:
-        cfg = cfg.with_overrides(catalog_remote=catalog_remote)
+    cfg.check_writable(*WRITTEN_ROOTS)
     staging_dir = staging or layout.join(cfg.staging, f"bulk_{_digest(inventory)}")
     if not skip_inventory and not skip_ingest and not storage.exists(inventory):
         raise FileNotFoundError(f"inventory not found: {inventory}")
@@ -183,140 +198,170 @@ def bulk_ingest(
             f"--skip-inventory: no chunks to reuse in {staging_dir} "
             f"({layout.chunk_plan(staging_dir)} does not exist); run without it first"
         )
-    # Phases 1–3 only read the table: a fresh copy of the remote catalog, no lock needed.
-    readable = read_copy(cfg.catalog_remote) if cfg.catalog_remote else cfg.catalog
-    sql_catalog = iceberg.open_catalog(readable, cfg.warehouse)
-    table = iceberg.load_table(sql_catalog)
-    resolved = ("full" if table is None else "delta") if mode == "auto" else mode
-    if resolved == "delta" and table is None:
-        raise ValueError(
-            f"delta mode needs the table {iceberg.TABLE_IDENTIFIER} in {cfg.catalog}; "
-            "run a full build first (without --delta, with --h3-resolution)"
-        )
-    resolution = _resolution(table, h3_resolution, resolved)
-    summary = BulkSummary(mode=resolved, staging=staging_dir)
-    done = _completed_run(staging_dir, inventory, since, limit, chunk_size)
+    table = committer.current_table(cfg)  # phases 1–3 only read it
+    plan = committer.plan_table(table, opts)
+    done = _completed_run(staging_dir, inventory, opts.since, opts.limit, opts.chunk_size)
     if done is not None and not retry_pending:
         log.info("%s: this run already completed; nothing to do", staging_dir)
         return done
-    bars = _Progress(progress)
-    run = _SharedWorkers(scheduler, workers, threads_per_worker, create_client)
+    run = _BulkRun(
+        inventory=inventory,
+        cfg=cfg,
+        opts=opts,
+        plan=plan,
+        table=table,
+        staging_dir=staging_dir,
+        summary=BulkSummary(mode=plan.mode, staging=staging_dir),
+        workers=_SharedWorkers(
+            opts.scheduler, opts.workers, opts.threads_per_worker, create_client
+        ),
+        bars=_Progress(progress),
+    )
+    try:
+        chunks = _phase_1_chunks(run, reuse=skip_inventory or skip_ingest, retry=retry_pending)
+        results = _phase_2_ndjson(run, chunks, skip=skip_ingest)
+        files = _phase_3_parquet(run, results, chunks, include_staged=skip_ingest)
+    finally:
+        run.workers.close()  # the cluster is not needed on the head's Phase 4
+    _phase_4_commit(run, files)
+    # Completion first, then cleaning: a rerun after this point is a no-op, and the NDJSON
+    # of a finished run can never be compacted a second time.
+    _record_completion(staging_dir, run.summary)
+    phases.clear_markers(staging_dir)
+    log.debug("bulk ingest summary:\n%s", run.summary.render())
+    return run.summary
 
-    # Phase 1: chunks (kept on restart).
+
+@dataclass
+class _BulkRun:
+    """One bulk run's inputs and its summary, handed from phase to phase."""
+
+    inventory: str
+    cfg: Settings
+    opts: IngestOptions
+    plan: committer.TablePlan
+    table: Table | None
+    staging_dir: str
+    summary: BulkSummary
+    workers: _SharedWorkers
+    bars: _Progress
+
+
+def _phase_1_chunks(run: _BulkRun, *, reuse: bool, retry: bool) -> list[str]:
+    """The inventory as chunk files in staging (kept on restart), plus retry chunks."""
     started = time.perf_counter()
-    if skip_inventory or skip_ingest:
-        plan = phases.reuse_chunks(staging_dir)
+    if reuse:
+        chunk_plan = phases.reuse_chunks(run.staging_dir)
     else:
-        index = load_hash_index(cfg.warehouse_hash) if resolved == "delta" else None
-        plan = phases.write_chunks(
-            inventory,
-            staging_dir,
-            chunk_size=chunk_size,
-            since=since,
-            limit=limit,
+        index = committer.ingested_keys(run.table, run.cfg) if run.plan.skips_indexed else None
+        chunk_plan = phases.write_chunks(
+            run.inventory,
+            run.staging_dir,
+            chunk_size=run.opts.chunk_size,
+            since=run.opts.since,
+            limit=run.opts.limit,
             exclude=index,
         )
-    summary.source_rows = plan.rows + plan.excluded
-    summary.already_ingested = plan.excluded
-    chunks = list(plan.chunks)
-    if retry_pending:
-        chunks += _retry_chunks(staging_dir)
-    chunks += [c for c in _retry_chunk_files(staging_dir) if c not in chunks]
-    summary.chunks = len(chunks)
-    summary.seconds["phase 1 (chunks)"] = time.perf_counter() - started
+    run.summary.source_rows = chunk_plan.rows + chunk_plan.excluded
+    run.summary.already_ingested = chunk_plan.excluded
+    chunks = list(chunk_plan.chunks)
+    if retry:
+        chunks += _retry_chunks(run.staging_dir)
+    chunks += [c for c in _retry_chunk_files(run.staging_dir) if c not in chunks]
+    run.summary.chunks = len(chunks)
+    run.summary.seconds["phase 1 (chunks)"] = time.perf_counter() - started
+    return chunks
 
-    # Phase 2: one task per chunk.
+
+def _phase_2_ndjson(run: _BulkRun, chunks: list[str], *, skip: bool) -> list[phases.ChunkResult]:
+    """One task per chunk: fetch, fan out, NDJSON per (cell, year), completion marker."""
     started = time.perf_counter()
-    task = functools.partial(
-        phases.ingest_chunk,
-        staging_dir=staging_dir,
-        source_root=cfg.source_root,
-        resolution=resolution,
-        fetch_concurrency=fetch_concurrency,
-    )
-    if skip_ingest:
-        results = [_marker_or_empty(staging_dir, c) for c in chunks]
+    summary = run.summary
+    if skip:
+        results = [_marker_or_empty(run.staging_dir, c) for c in chunks]
     else:
-        with bars.phase("phase 2: chunks → NDJSON", len(chunks)) as tick:
-            results = run(task, chunks, on_result=tick)
-    retried = {c for c in chunks if phases.chunk_number(c) >= RETRY_BASE}
+        task = functools.partial(
+            phases.ingest_chunk,
+            staging_dir=run.staging_dir,
+            source_root=run.cfg.source_root,
+            resolution=run.plan.resolution,
+            fetch_concurrency=run.opts.fetch_concurrency,
+        )
+        with run.bars.phase("phase 2: chunks → NDJSON", len(chunks)) as tick:
+            results = run.workers(task, chunks, on_result=tick)
     for result in results:
         summary.chunks_skipped += result.skipped
-        # A retried chunk's rows were counted once already as pending in their first chunk.
         summary.items_written += result.items
         summary.rejected += result.rejected
         summary.missing += result.missing
         summary.pending += result.failed
-        if result.chunk in retried:
+        summary.id_mismatches += result.aliased
+        summary.bboxes_recomputed += result.bbox_fixed
+        # A retried chunk's rows were counted once already as pending in their first chunk.
+        if phases.chunk_number(result.chunk) >= RETRY_BASE:
             summary.pending -= result.rows
+    check_missing(
+        fetched=sum(r.fetched for r in results),
+        missing=sum(r.missing for r in results),
+        max_fraction=run.opts.max_missing_fraction,
+        source_root=run.cfg.source_root,
+        example_key=next((r.example_missing for r in results if r.example_missing), None),
+    )
     summary.seconds["phase 2 (ndjson)"] = time.perf_counter() - started
+    return results
 
-    # Phase 3: one task per (cell, year).
+
+def _phase_3_parquet(
+    run: _BulkRun,
+    results: list[phases.ChunkResult],
+    chunks: list[str],
+    *,
+    include_staged: bool,
+) -> list[str]:
+    """One task per (cell, year): NDJSON → deduplicated GeoParquet; returns the files."""
     started = time.perf_counter()
     buckets = sorted({(cell, year) for r in results for cell, year, _ in r.buckets})
-    if skip_ingest:
-        buckets = sorted(set(buckets) | set(_staged_buckets(staging_dir)))
-    # Retried items join buckets whose files an earlier attempt registered: those files
-    # must not be overwritten by the retried rows alone, whatever the mode.
+    if include_staged:
+        buckets = sorted(set(buckets) | set(_staged_buckets(run.staging_dir)))
+    # A bucket's file numbers start above those the table holds, so retried items (or a
+    # rerun) never overwrite a registered file.
     registered = (
-        frozenset(iceberg.registered_files(table))
-        if table is not None and (resolved == "delta" or retried)
-        else frozenset()
+        frozenset(iceberg.registered_files(run.table)) if run.table is not None else frozenset()
     )
     compact = functools.partial(
         _compact,
-        staging_dir=staging_dir,
-        warehouse=cfg.warehouse,
-        token=f"bulk-{_digest(staging_dir)[:8]}",
+        staging_dir=run.staging_dir,
+        warehouse=run.cfg.warehouse,
+        token=f"bulk-{_digest(run.staging_dir)[:8]}",
         registered=registered,
-        compact_rows=compact_rows,
+        compact_rows=run.opts.compact_rows,
     )
-    with bars.phase("phase 3: buckets → GeoParquet", len(buckets)) as tick:
-        compacted = run(compact, buckets, on_result=tick)
+    with run.bars.phase("phase 3: buckets → GeoParquet", len(buckets)) as tick:
+        compacted = run.workers(compact, buckets, on_result=tick)
+    summary = run.summary
     summary.buckets = len(compacted)
     summary.buckets_skipped = sum(b.skipped for b in compacted)
     summary.rows_written = sum(b.rows for b in compacted)
     summary.files_written = sum(len(b.files) for b in compacted)
     summary.bytes_written = sum(b.bytes for b in compacted)
-    files = [f for b in compacted for f in b.files]
-    run.close()  # the cluster is not needed on the head's Phase 4
     summary.seconds["phase 3 (parquet)"] = time.perf_counter() - started
+    return [f for b in compacted for f in b.files]
 
-    # Phase 4: register, hash index, clean markers — holding the catalog (lock, download,
-    # conditional upload; the upload happens before the hash sync, so the index never
-    # runs ahead of the published catalog).
+
+def _phase_4_commit(run: _BulkRun, files: list[str]) -> None:
+    """Register and sync the hash index through the one commit path."""
     started = time.perf_counter()
-    with catalog_session(
-        cfg.catalog,
-        cfg.catalog_remote,
-        use_lock=use_lock,
-        skip_upload=skip_upload,
-        owner="earthcatalog-dagster bulk_ingest()",
-    ) as session:
-        sql_catalog = iceberg.open_catalog(cfg.catalog, cfg.warehouse)
-        if resolved == "full":
-            table, registration = iceberg.rebuild_from_warehouse(
-                sql_catalog,
-                cfg.warehouse,
-                resolution=resolution,
-                hash_index_path=cfg.warehouse_hash,
-            )
-        else:
-            table = iceberg.load_table(sql_catalog)
-            registration = iceberg.register_files(table, files)
-        summary.files_registered = registration.added
-        summary.snapshot_id = registration.snapshot_id
-        session.commit()
-        if update_hash_index:
-            synced = sync_hash_index(table, cfg.warehouse_hash, rebuild=resolved == "full")
-            summary.hashes_before, summary.hashes_after = synced.before, synced.after
+    aliases = read_staged_aliases(run.staging_dir)
+    summary = run.summary
+    summary.id_mismatch_examples = describe_mismatches(aliases.slice(0, MISMATCH_EXAMPLES))
+    result = committer.commit(
+        run.cfg, run.opts, run.plan, files, owner=OWNER, aliases=aliases["key_id"]
+    )
+    summary.files_registered = result.files_registered
+    summary.snapshot_id = result.snapshot_id
+    summary.rows_already_registered = result.rows_dropped
+    summary.hashes_before, summary.hashes_after = result.hashes_before, result.hashes_after
     summary.seconds["phase 4 (register)"] = time.perf_counter() - started
-    # Completion first, then cleaning: a rerun after this point is a no-op, and the NDJSON
-    # of a finished run can never be compacted a second time.
-    _record_completion(staging_dir, summary)
-    phases.clear_markers(staging_dir)
-    log.debug("bulk ingest summary:\n%s", summary.render())
-    return summary
 
 
 class _SharedWorkers:
@@ -357,20 +402,6 @@ class _SharedWorkers:
 
 def _digest(text: str) -> str:
     return xxhash.xxh3_64_hexdigest(text.encode())[:12]
-
-
-def _resolution(table: Any, requested: int | None, mode: str) -> int:
-    if table is not None and (mode == "delta" or requested is None):
-        existing = iceberg.table_resolution(table)
-        if requested is not None and requested != existing:
-            raise ValueError(
-                f"--h3-resolution {requested} differs from the table's {existing}; "
-                "changing it needs a full build"
-            )
-        return existing
-    if requested is None:
-        raise ValueError("a first full build needs --h3-resolution (e.g. 1)")
-    return requested
 
 
 def _compact(bucket: Sequence[str], **kwargs: Any) -> phases.BucketResult:

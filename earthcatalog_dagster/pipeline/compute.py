@@ -24,9 +24,7 @@ SCHEDULERS = ("synchronous", "local", "coiled")
 #: (CPython gh-106883, fixed in 3.12; seen here as a worker frozen in Phase 2 until the
 #: scheduler's worker TTL restarts it). Remote clusters need the same setting
 #: (``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False``) or Python >= 3.12.
-WORKER_CONFIG = (
-    {"distributed.worker.profile.enabled": False} if sys.version_info < (3, 12) else {}
-)
+WORKER_CONFIG = {"distributed.worker.profile.enabled": False} if sys.version_info < (3, 12) else {}
 
 
 def validate_scheduler(scheduler: str, create_client: Callable[[], Any] | None = None) -> None:

@@ -11,7 +11,9 @@ pending from earlier days, as ``delta/pending/delta_D.parquet``.
    it looked for and what produces it). Every ``.stac.json`` key of every data file
    (CSV.gz or Parquet) is streamed in batches; each id (the file name without
    ``.stac.json``) is hashed (xxh3_128, seed 42) and anti-joined against the index, all
-   vectorized.
+   vectorized. "The index" here is every key already ingested: the hash index ∪ its
+   aliases (:func:`~earthcatalog_dagster.core.hash_index.load_ingested_keys`), so an item
+   whose id differs from its file name, once ingested, is never fetched again.
 3. The rows of *older* pending deltas (``pending/delta_<earlier>.parquet``: days whose
    ingest did not run) that the index does not hold yet are added, so a skipped ingest
    loses nothing; rows are de-duplicated by (bucket, key). Dates whose ingest is under
@@ -36,7 +38,7 @@ import pyarrow.compute as pc
 
 from earthcatalog_dagster import layout
 from earthcatalog_dagster.core import storage
-from earthcatalog_dagster.core.hash_index import HashIndex, hash_ids, load_hash_index
+from earthcatalog_dagster.core.hash_index import HashIndex, hash_ids, load_ingested_keys
 from earthcatalog_dagster.core.inventory import STAC_SUFFIX, ids_of_keys, iter_inventory
 
 __all__ = ["DailyDelta", "DeltaSourceNotFound", "daily_delta", "older_pending_deltas"]
@@ -52,13 +54,15 @@ DELTA_SCHEMA = pa.schema(
 
 
 class DeltaSourceNotFound(FileNotFoundError):
-    """Neither the pending delta nor the S3 Inventory manifest it is built from exists."""
+    """Neither the pending delta, its done marker (an ingested date), nor the S3 Inventory
+    manifest the delta is built from exists."""
 
-    def __init__(self, date: str, delta: str, manifest: str) -> None:
-        self.date, self.delta, self.manifest = date, delta, manifest
+    def __init__(self, date: str, delta: str, manifest: str, done: str | None = None) -> None:
+        self.date, self.delta, self.manifest, self.done = date, delta, manifest, done
+        marker = f"nor the done marker {done} of an ingested date, " if done else ""
         super().__init__(
-            f"delta file not found for {date}: {delta} does not exist, and the S3 Inventory "
-            f"manifest it is built from, {manifest}, does not exist either. The delta is "
+            f"delta file not found for {date}: neither the pending delta {delta}, {marker}"
+            f"nor the S3 Inventory manifest it is built from, {manifest}, exists. The delta is "
             f"written by the daily delta job (schedule daily_delta_schedule at 02:00 UTC, "
             f"workflow daily_delta.yml, or `earthcatalog-dagster daily-delta`) from the "
             f"inventory AWS S3 Inventory delivers around 01:00 UTC under "
@@ -130,8 +134,10 @@ def daily_delta(
 ) -> DailyDelta:
     """Write (or reuse) ``<delta_prefix>/pending/delta_<date>.parquet``; see the module doc.
 
-    ``index`` (already loaded) or ``hash_index_uri`` (a missing file is an empty index)
-    is what the catalog holds. ``since`` keeps only inventory rows modified on/after it.
+    ``index`` (already loaded, probed with key-stem digests: pass
+    ``load_ingested_keys(uri)``) or ``hash_index_uri`` (index ∪ aliases are loaded; a
+    missing file is empty) is what the catalog holds. ``since`` keeps only inventory rows
+    modified on/after it.
     ``carry_over=False`` leaves older pending deltas out; ``in_flight`` are dates whose
     ingest is under way (e.g. other runs of the same backfill): their pending deltas are
     not carried, since that run ingests them (if it fails, the next day's delta carries
@@ -150,14 +156,14 @@ def daily_delta(
 
     if storage.exists(out):
         if index is None:
-            index = load_hash_index(hash_index_uri) if hash_index_uri else HashIndex.empty()
+            index = load_ingested_keys(hash_index_uri) if hash_index_uri else HashIndex.empty()
         lap("load index")
         return _reuse(out, day, index, seconds, lap)
     if not storage.exists(manifest):
-        raise DeltaSourceNotFound(day, out, manifest)
+        raise DeltaSourceNotFound(day, out, manifest, done=layout.delta_ingested(delta_prefix, day))
 
     if index is None:
-        index = load_hash_index(hash_index_uri) if hash_index_uri else HashIndex.empty()
+        index = load_ingested_keys(hash_index_uri) if hash_index_uri else HashIndex.empty()
     lap("load index")
 
     parts: list[pa.Table] = []

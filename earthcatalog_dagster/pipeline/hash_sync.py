@@ -5,25 +5,34 @@ sequence number it reflects. Syncing merges in the ids of only the files registe
 that point. Because the index follows the table, a run killed between registration and the
 index update heals on the next sync: nothing is registered without eventually being
 indexed, and nothing is indexed before it is registered.
+
+Aliases (key stems whose item id differs, see :mod:`~earthcatalog_dagster.core.hash_index`)
+follow the same rule: Phase 2 stages them per chunk (:func:`read_staged_aliases` reads them
+back) and the commit merges them (:func:`merge_staged_aliases`) after registering, so a key
+is never skipped by an anti-join before its item is in the table.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 from pyiceberg.table import Table
 
+from earthcatalog_dagster import layout
 from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.hash_index import (
     HashIndex,
+    MergeStats,
     hash_ids,
     load_hash_index,
+    merge_aliases,
     read_index_state,
     write_hash_index,
 )
+from earthcatalog_dagster.core.items import MISMATCH_SCHEMA
 
 TABLE_UUID_KEY = "earthcatalog.table_uuid"
 SEQUENCE_KEY = "earthcatalog.sequence_number"
@@ -36,6 +45,8 @@ class HashSync:
     before: int
     after: int
     files_read: int
+    #: The index as written (so a caller checking it need not load it again).
+    index: HashIndex | None = field(default=None, repr=False, compare=False)
 
     @property
     def added(self) -> int:
@@ -102,4 +113,27 @@ def sync_hash_index(
             index_uri,
             state={TABLE_UUID_KEY: str(table.metadata.table_uuid), SEQUENCE_KEY: str(current)},
         )
-    return HashSync(before=len(index), after=len(merged), files_read=len(unknown))
+    return HashSync(before=len(index), after=len(merged), files_read=len(unknown), index=merged)
+
+
+def read_staged_aliases(staging_dir: str) -> pa.Table:
+    """Every ``(key_id, item_id)`` Phase 2 staged under ``staging_dir`` (all chunks).
+
+    One row per kept item whose id differs from its key's stem (``layout.aliases_file``);
+    an empty table in :data:`~earthcatalog_dagster.core.items.MISMATCH_SCHEMA` when none.
+    """
+    uris = [o.uri for o in storage.list_objects(layout.aliases_dir(staging_dir), suffix=".parquet")]
+    if not uris:
+        return MISMATCH_SCHEMA.empty_table()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        tables = list(pool.map(storage.read_parquet, sorted(uris)))
+    return pa.concat_tables([t.select(MISMATCH_SCHEMA.names).cast(MISMATCH_SCHEMA) for t in tables])
+
+
+def merge_staged_aliases(staging_dir: str, index_uri: str) -> MergeStats:
+    """Merge the aliases staged under ``staging_dir`` into the alias file of ``index_uri``.
+
+    Call after the run's files are registered (and the index synced), under the catalog
+    lock. Idempotent: a rerun adds nothing and writes nothing.
+    """
+    return merge_aliases(index_uri, read_staged_aliases(staging_dir).column("key_id"))

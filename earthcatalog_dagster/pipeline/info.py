@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import pyarrow.compute as pc
+from pyiceberg.table import Table
 
 from earthcatalog_dagster.core import catalog as iceberg
 from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.hash_index import load_hash_index
 
+#: How :attr:`CatalogInfo.unique_items` was counted.
+FROM_HASH_INDEX = "from hash index"
+FROM_TABLE = "distinct ids counted in the table; no hash index"
+
 
 @dataclass(frozen=True)
 class CatalogInfo:
-    """Counts read from the table's metadata and the hash index (no data file is read)."""
+    """Counts read from the table's metadata and the hash index.
+
+    Without a hash index, ``unique_items`` is the number of distinct ids in the table (its
+    ``id`` column is read): the table holds one row per item and H3 cell, so its row count
+    is not a count of items.
+    """
 
     unique_items: int
     unique_items_source: str
@@ -24,23 +35,46 @@ class CatalogInfo:
     last_year: int | None
     snapshot_id: int | None
     resolution: int | None
+    catalog: str | None = None
+    hash_index: str | None = None
 
     def render(self) -> str:
         years = f"{self.first_year}–{self.last_year}" if self.first_year is not None else "none"
-        return "\n".join(
-            [
-                f"Unique items : {self.unique_items:,} (from {self.unique_items_source})",
-                f"Total files : {self.total_files:,}",
-                f"Total rows : {self.total_rows:,} (one per item and H3 cell)",
-                f"Cells : {self.cells:,} (H3 resolution {self.resolution})",
-                f"Years : {years}",
-                f"Snapshot : {self.snapshot_id}",
-            ]
+        lines = [
+            f"Unique items : {self.unique_items:,} ({self.unique_items_source})",
+            f"Total files : {self.total_files:,}",
+            f"Total rows : {self.total_rows:,} (one per item and H3 cell)",
+            f"Cells : {self.cells:,} (H3 resolution {self.resolution})",
+            f"Years : {years}",
+            f"Snapshot : {self.snapshot_id}",
+        ]
+        if self.catalog:
+            lines.append(f"Catalog : {self.catalog}")
+        if self.hash_index:
+            lines.append(f"Hash index : {self.hash_index}")
+        return "\n".join(lines)
+
+
+def catalog_info(
+    catalog_path: str,
+    warehouse: str,
+    hash_index: str | None = None,
+    *,
+    catalog_label: str | None = None,
+) -> CatalogInfo:
+    """Summarize the table registered in ``catalog_path`` and, if given, the hash index.
+
+    ``catalog_label`` says where the catalog was read from (e.g. the remote URI of which
+    ``catalog_path`` is a private copy); it defaults to ``catalog_path``. A catalog that
+    does not exist raises :class:`FileNotFoundError` naming it: a summary never creates
+    the catalog (nor its folder) it reports on.
+    """
+    label = catalog_label or catalog_path
+    if not os.path.isfile(catalog_path):
+        raise FileNotFoundError(
+            f"no catalog at {label}: nothing has been ingested there yet, or the path is "
+            "wrong (--catalog / CATALOG, EARTHCATALOG_HOME)"
         )
-
-
-def catalog_info(catalog_path: str, warehouse: str, hash_index: str | None = None) -> CatalogInfo:
-    """Summarize the table registered in ``catalog_path`` and, if given, the hash index."""
     table = iceberg.load_table(iceberg.open_catalog(catalog_path, warehouse))
     files = table.inspect.files() if table is not None and table.current_snapshot() else None
     total_files = files.num_rows if files is not None else 0
@@ -54,9 +88,10 @@ def catalog_info(catalog_path: str, warehouse: str, hash_index: str | None = Non
             # Iceberg's year transform counts years since 1970.
             first, last = 1970 + pc.min(years).as_py(), 1970 + pc.max(years).as_py()
     if hash_index and storage.exists(hash_index):
-        unique, source = len(load_hash_index(hash_index)), "hash index"
+        unique, source = len(load_hash_index(hash_index)), FROM_HASH_INDEX
     else:
-        unique, source = total_rows, "table rows; no hash index"
+        unique = _distinct_ids(table) if total_rows else 0
+        source = FROM_TABLE
     return CatalogInfo(
         unique_items=unique,
         unique_items_source=source,
@@ -67,4 +102,16 @@ def catalog_info(catalog_path: str, warehouse: str, hash_index: str | None = Non
         last_year=last,
         snapshot_id=table.current_snapshot().snapshot_id if files is not None else None,
         resolution=iceberg.table_resolution(table) if table is not None else None,
+        catalog=label,
+        hash_index=hash_index if source == FROM_HASH_INDEX else None,
     )
+
+
+def _distinct_ids(table: Table | None) -> int:
+    """The number of distinct ``id`` values of the table, read batch by batch."""
+    if table is None:
+        return 0
+    seen: set[str] = set()
+    for batch in table.scan(selected_fields=("id",)).to_arrow_batch_reader():
+        seen.update(pc.unique(batch.column("id")).to_pylist())
+    return len(seen)

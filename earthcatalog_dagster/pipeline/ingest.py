@@ -3,7 +3,7 @@
 Inventory rows stream in bounded batches; ids already in the hash index are dropped
 (vectorized anti-join); the rest are fetched concurrently, parsed, fanned out to H3 cells
 and held per (cell, year) bucket; then every bucket is written as GeoParquet under
-deterministic names, registered in one Iceberg snapshot, and the hash index is synced.
+deterministic names and published through the one commit path (:mod:`.commit`).
 No intermediate files: the staging root only receives the record of rejected, missing
 and failed objects.
 """
@@ -13,20 +13,18 @@ from __future__ import annotations
 import functools
 import logging
 import multiprocessing
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
 import xxhash
 
 from earthcatalog_dagster import layout
-from earthcatalog_dagster.config import Settings
+from earthcatalog_dagster.config import WRITTEN_ROOTS, Settings
 from earthcatalog_dagster.core import catalog as iceberg
 from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.buckets import (
@@ -37,22 +35,26 @@ from earthcatalog_dagster.core.buckets import (
 )
 from earthcatalog_dagster.core.fetch import fetch_objects
 from earthcatalog_dagster.core.geoparquet import WrittenFile, write_geoparquet
-from earthcatalog_dagster.core.hash_index import hash_ids, load_hash_index
+from earthcatalog_dagster.core.hash_index import HashIndex, hash_ids
 from earthcatalog_dagster.core.inventory import ids_of_keys, iter_inventory
 from earthcatalog_dagster.core.items import parse_items
-from earthcatalog_dagster.core.partitioning import DEFAULT_RESOLUTION
-from earthcatalog_dagster.core.remote_catalog import catalog_session
 from earthcatalog_dagster.core.schema import WAREHOUSE_SCHEMA
-from earthcatalog_dagster.pipeline.hash_sync import sync_hash_index
-from earthcatalog_dagster.pipeline.outcomes import OUTCOME_SCHEMA, outcome_table
+from earthcatalog_dagster.options import DEFAULTS, IngestOptions
+from earthcatalog_dagster.pipeline import commit as committer
+from earthcatalog_dagster.pipeline.outcomes import (
+    MISMATCH_EXAMPLES,
+    OUTCOME_SCHEMA,
+    check_missing,
+    describe_mismatches,
+    outcome_table,
+)
 from earthcatalog_dagster.pipeline.runtime import paused_gc
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["auto", "full", "delta"]
-DEFAULT_BATCH_ROWS = 2_000
-DEFAULT_COMPACT_ROWS = 200_000
+#: Runs past this many rows parse and fan out in a process pool (its start-up costs ~2 s).
 PARALLEL_AFTER_ROWS = 8_000
+OWNER = "earthcatalog-dagster ingest()"
 
 
 @dataclass
@@ -69,6 +71,10 @@ class IngestSummary:
     rejected: int = 0
     items_written: int = 0
     rows_written: int = 0
+    rows_already_registered: int = 0
+    id_mismatches: int = 0
+    id_mismatch_examples: list[str] = field(default_factory=list)
+    bboxes_recomputed: int = 0
     files_written: int = 0
     bytes_written: int = 0
     files_registered: int = 0
@@ -124,182 +130,142 @@ class _Timer:
 
 def ingest(
     inventory: str,
+    options: IngestOptions | None = None,
     *,
+    settings: Settings | None = None,
     warehouse: str | None = None,
     catalog: str | None = None,
     catalog_remote: str | None = None,
     hash_index: str | None = None,
     source_root: str | None = None,
     staging: str | None = None,
-    mode: Mode = "auto",
-    since: datetime | date | str | None = None,
-    limit: int | None = None,
-    update_hash_index: bool = True,
-    h3_resolution: int | None = None,
-    batch_rows: int = DEFAULT_BATCH_ROWS,
-    compact_rows: int = DEFAULT_COMPACT_ROWS,
-    fetch_concurrency: int = 256,
-    workers: int | None = None,
-    use_lock: bool = True,
-    lock_timeout: float = 600.0,
-    skip_upload: bool = False,
-    settings: Settings | None = None,
+    **values: Any,
 ) -> IngestSummary:
     """Ingest the ``.stac.json`` objects of an inventory into the catalog, on one node.
 
-    ``inventory`` is an S3 Inventory ``manifest.json``, a CSV/CSV.gz/Parquet file of
-    ``bucket, key``, or a delta Parquet. Unset roots come from the environment
-    (``WAREHOUSE``, ``WAREHOUSE_HASH``, ``STAGING``, ``SOURCE_ROOT``, ``CATALOG``) and then
-    from the embedded default. ``mode="auto"`` builds the table when there is none and
-    appends otherwise; ``"full"`` drops and recreates it from the warehouse listing.
-    ``workers`` processes (default: the CPUs, at most 4) parse and fan out the batches of
-    runs larger than a few thousand rows. Items whose id is already in the hash index are
-    skipped (delta mode), so rerunning an inventory adds nothing. The run holds the lock
-    beside the catalog (``use_lock``; the operators' ``--no-lock``). With a remote catalog
-    (``catalog_remote``, ``$CATALOG_REMOTE``) the lock is beside it, the catalog is
-    downloaded first and uploaded (conditionally) once the files are registered, before
-    the hash index follows it (``skip_upload``: the operators' ``--skip-upload``).
-    Returns a summary whose counts reconcile.
+    Args:
+        inventory: an S3 Inventory ``manifest.json``, a CSV/CSV.gz/Parquet file of
+            ``bucket, key``, or a delta Parquet.
+        options: the run's settings (:class:`~earthcatalog_dagster.options.IngestOptions`);
+            any of its fields may also be given as a keyword (``mode="delta"``,
+            ``since="2026-04-27"``, ``h3_resolution=1``, ``use_lock=False``, ...), which
+            overrides ``options``.
+        settings: the roots; default: the environment, then the embedded default.
+        warehouse, catalog, catalog_remote, hash_index, source_root, staging: single roots
+            overriding ``settings``.
+
+    Items whose key the hash index holds are skipped in delta mode, so rerunning an
+    inventory adds nothing. Batches are fetched concurrently, parsed and fanned out
+    (in ``workers`` processes once a run is large), written as GeoParquet per (cell,
+    year), and committed through the one commit path (:mod:`.commit`): lock, drop rows
+    the table holds already, one snapshot, upload, hash index. Raises before any work
+    when the resolution is missing for a first build or differs from the table's, and
+    after fetching when (nearly) every object is missing. Returns a summary whose counts
+    reconcile.
     """
-    base = settings or Settings.from_env()
-    cfg = base.with_overrides(
+    opts = (options or DEFAULTS).with_values(**values)
+    cfg = (settings or Settings.from_env()).with_overrides(
         warehouse=warehouse,
         warehouse_hash=hash_index,
         staging=staging,
         catalog=catalog,
         catalog_remote=catalog_remote,
+        source_root=source_root,
     )
-    if source_root is not None:
-        cfg = cfg.with_overrides(source_root=source_root)
-    with catalog_session(
-        cfg.catalog,
-        cfg.catalog_remote,
-        use_lock=use_lock,
-        skip_upload=skip_upload,
-        owner="earthcatalog-dagster ingest()",
-        lock_timeout=lock_timeout,
-    ) as session:
-        return _ingest(
-            inventory,
-            cfg,
-            mode,
-            since,
-            limit,
-            update_hash_index,
-            h3_resolution,
-            batch_rows,
-            compact_rows,
-            fetch_concurrency,
-            workers if workers is not None else min(4, os.cpu_count() or 1),
-            session.commit,
-        )
+    cfg.check_writable(*WRITTEN_ROOTS)
+    table = committer.current_table(cfg)
+    plan = committer.plan_table(table, opts)
+    summary = IngestSummary(mode=plan.mode)
+    token = run_token(inventory, opts.since, opts.limit)
 
-
-def _ingest(
-    inventory: str,
-    cfg: Settings,
-    mode: Mode,
-    since: datetime | date | str | None,
-    limit: int | None,
-    update_hash_index: bool,
-    h3_resolution: int | None,
-    batch_rows: int,
-    compact_rows: int,
-    fetch_concurrency: int,
-    workers: int,
-    commit: Callable[[], object] = lambda: None,
-) -> IngestSummary:
-    sql_catalog = iceberg.open_catalog(cfg.catalog, cfg.warehouse)
-    table = iceberg.load_table(sql_catalog)
-    resolved: str = ("full" if table is None else "delta") if mode == "auto" else mode
-    if resolved not in ("full", "delta"):
-        raise ValueError(f"mode must be 'auto', 'full' or 'delta', not {mode!r}")
-    if resolved == "delta" and table is None:
-        raise ValueError(
-            f"mode='delta' needs an existing table {iceberg.TABLE_IDENTIFIER} in {cfg.catalog}; "
-            "run a full build first (mode='full' or 'auto')"
-        )
-    resolution = _resolution(table if resolved == "delta" else None, h3_resolution)
-    summary = IngestSummary(mode=resolved)
-    token = run_token(inventory, since, limit)
-
-    if resolved == "delta" and update_hash_index:
-        with _Timer(summary, "hash_index"):
-            sync_hash_index(table, cfg.warehouse_hash)  # heal a run killed before its sync
     with _Timer(summary, "hash_index"):
-        index = load_hash_index(cfg.warehouse_hash)
-    summary.hashes_before = summary.hashes_after = len(index)
-
-    exploded: list[pa.Table] = []
-    outcomes: list[pa.Table] = []
-    seen_keys: set[str] = set()  # keys only, bounded by one inventory; guards repeated rows
-    stage = functools.partial(
-        stage_batch,
-        source_root=cfg.source_root,
-        resolution=resolution,
-        fetch_concurrency=fetch_concurrency,
+        index = committer.ingested_keys(table, cfg) if plan.skips_indexed else HashIndex.empty()
+    exploded, outcomes, mismatches, example_missing = _stage_inventory(
+        inventory, cfg, opts, plan, index, summary
     )
-    with _Stager(stage, workers) as stager:
-        for batch in _batches(
-            iter_inventory(inventory, since=since, limit=limit), batch_rows, summary
-        ):
-            batch = _drop_repeated_keys(batch, seen_keys, summary)
-            if resolved == "delta":
-                with _Timer(summary, "anti_join"):
-                    ids = ids_of_keys(batch["key"])
-                    fresh = index.missing_mask(hash_ids(ids))
-                summary.already_ingested += batch.num_rows - int(fresh.sum())
-                batch = batch.filter(pa.array(fresh))
-            if batch.num_rows:
-                for staged in stager.submit(batch):
-                    _collect(staged, exploded, outcomes, summary)
-        for staged in stager.drain():
-            _collect(staged, exploded, outcomes, summary)
-
+    check_missing(
+        fetched=summary.fetched,
+        missing=summary.missing,
+        max_fraction=opts.max_missing_fraction,
+        source_root=cfg.source_root,
+        example_key=example_missing,
+    )
     with _Timer(summary, "write"):
-        written = _write_buckets(exploded, cfg.warehouse, token, table, compact_rows, summary)
+        written = _write_buckets(exploded, cfg.warehouse, token, table, opts.compact_rows, summary)
     with _Timer(summary, "register"):
-        if resolved == "full":
-            table, registration = iceberg.rebuild_from_warehouse(
-                sql_catalog,
-                cfg.warehouse,
-                resolution=resolution,
-                hash_index_path=cfg.warehouse_hash,
-            )
-        else:
-            registration = iceberg.register_files(
-                table, [w.file.uri for w in written], footers={w.file.uri: w.file for w in written}
-            )
-        summary.files_registered = registration.added
-        summary.snapshot_id = registration.snapshot_id
-        commit()  # publish the catalog before the hash index follows it
-    if update_hash_index:
-        with _Timer(summary, "hash_index"):
-            known = {w.file.uri: w.ids for w in written}
-            synced = sync_hash_index(
-                table, cfg.warehouse_hash, known_ids=known, rebuild=resolved == "full"
-            )
-            summary.hashes_after = synced.after
+        result = committer.commit(
+            cfg,
+            opts,
+            plan,
+            [w.file.uri for w in written],
+            owner=OWNER,
+            footers={w.file.uri: w.file for w in written},
+            known_ids={w.file.uri: w.ids for w in written},
+            aliases=pa.concat_tables(mismatches)["key_id"] if mismatches else None,
+        )
+    summary.files_registered = result.files_registered
+    summary.snapshot_id = result.snapshot_id
+    summary.rows_already_registered = result.rows_dropped
+    summary.hashes_before = result.hashes_before or 0
+    summary.hashes_after = result.hashes_after or 0
     summary.outcomes_uri = _record_outcomes(outcomes, cfg.staging, token)
     log.info("ingest summary: %s", summary.as_dict())
     return summary
 
 
+def _stage_inventory(
+    inventory: str,
+    cfg: Settings,
+    opts: IngestOptions,
+    plan: committer.TablePlan,
+    index: HashIndex,
+    summary: IngestSummary,
+) -> tuple[list[pa.Table], list[pa.Table], list[pa.Table], str | None]:
+    """Fetch, parse and fan out every new row of the inventory, batch by batch: the rows,
+    the outcomes of bad objects, the items whose id differs from their key, and where
+    one missing object was looked for."""
+    exploded: list[pa.Table] = []
+    outcomes: list[pa.Table] = []
+    mismatches: list[pa.Table] = []
+    example_missing: list[str] = []
+    seen_keys: set[str] = set()  # keys only, bounded by one inventory; guards repeated rows
+    stage = functools.partial(
+        stage_batch,
+        source_root=cfg.source_root,
+        resolution=plan.resolution,
+        fetch_concurrency=opts.fetch_concurrency,
+    )
+
+    def collect(staged: StagedBatch) -> None:
+        _collect(staged, exploded, outcomes, summary)
+        if staged.mismatches.num_rows:
+            mismatches.append(staged.mismatches)
+            summary.id_mismatches += staged.mismatches.num_rows
+            room = MISMATCH_EXAMPLES - len(summary.id_mismatch_examples)
+            summary.id_mismatch_examples += describe_mismatches(staged.mismatches.slice(0, room))
+        if staged.example_missing and not example_missing:
+            example_missing.append(staged.example_missing)
+
+    inventory_rows = iter_inventory(inventory, since=opts.since, limit=opts.limit)
+    with _Stager(stage, opts.workers) as stager:
+        for batch in _batches(inventory_rows, opts.batch_rows, summary):
+            batch = _drop_repeated_keys(batch, seen_keys, summary)
+            if len(index):
+                with _Timer(summary, "anti_join"):
+                    fresh = index.missing_mask(hash_ids(ids_of_keys(batch["key"])))
+                summary.already_ingested += batch.num_rows - int(fresh.sum())
+                batch = batch.filter(pa.array(fresh))
+            if batch.num_rows:
+                for staged in stager.submit(batch):
+                    collect(staged)
+        for staged in stager.drain():
+            collect(staged)
+    return exploded, outcomes, mismatches, example_missing[0] if example_missing else None
+
+
 def run_token(inventory: str, since: object, limit: int | None) -> str:
     """A short stable name for a run over one inventory, used in its output file names."""
     return xxhash.xxh3_64_hexdigest(f"{inventory}|{since}|{limit}".encode())[:12]
-
-
-def _resolution(table: Any, requested: int | None) -> int:
-    if table is None:
-        return requested if requested is not None else DEFAULT_RESOLUTION
-    existing = iceberg.table_resolution(table)
-    if requested is not None and requested != existing:
-        raise ValueError(
-            f"h3_resolution={requested} differs from the table's resolution {existing}; "
-            "a different resolution needs a full rebuild (mode='full')"
-        )
-    return existing
 
 
 def _batches(
@@ -343,6 +309,9 @@ class StagedBatch:
     rejected: int
     items: int
     seconds: dict[str, float]
+    mismatches: pa.Table
+    bboxes_recomputed: int = 0
+    example_missing: str | None = None
 
 
 def stage_batch(
@@ -369,7 +338,17 @@ def stage_batch(
         rejected=len(parsed.rejects),
         items=parsed.table.num_rows,
         seconds=seconds,
+        mismatches=parsed.mismatches,
+        bboxes_recomputed=len(parsed.fixes),
+        example_missing=_first_source(fetched.missing, source_root),
     )
+
+
+def _first_source(refs: pa.Table, source_root: str | None) -> str | None:
+    """Where the first of ``refs`` (bucket, key) was read from, for error messages."""
+    if not refs.num_rows:
+        return None
+    return layout.source_object(refs["bucket"][0].as_py(), refs["key"][0].as_py(), source_root)
 
 
 def _collect(
@@ -383,6 +362,7 @@ def _collect(
     summary.failed += staged.failed
     summary.rejected += staged.rejected
     summary.items_written += staged.items
+    summary.bboxes_recomputed += staged.bboxes_recomputed
     for stage, seconds in staged.seconds.items():
         summary.seconds[stage] = summary.seconds.get(stage, 0.0) + seconds
     exploded.append(staged.exploded)
@@ -448,6 +428,10 @@ def _write_buckets(
     for (cell, year), bucket in split_buckets(rows) if rows is not None else ():
         bucket = dedupe_latest(bucket)
         keys.append((cell, year))
+        # What a killed earlier attempt of this run left half-written in the bucket.
+        storage.remove_debris(
+            layout.partition_dir(warehouse, cell, year), min_age=0, name_prefix=f"part_{token}_"
+        )
         sequence = _first_free_sequence(warehouse, cell, year, token, registered)
         for offset in range(0, bucket.num_rows, compact_rows):
             uri = layout.warehouse_file(warehouse, cell, year, token, sequence)

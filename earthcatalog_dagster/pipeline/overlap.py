@@ -16,7 +16,7 @@ crash past registration) are left alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -62,12 +62,19 @@ def registered_ids(table: Table, index_uri: str) -> HashIndex:
 
 
 def drop_registered_rows(
-    files: Iterable[str], registered: HashIndex, table_files: set[str], threads: int = 8
+    files: Iterable[str],
+    registered: HashIndex,
+    table_files: set[str],
+    *,
+    known_ids: Mapping[str, pa.Array] | None = None,
+    threads: int = 8,
 ) -> OverlapResult:
     """``files`` minus the rows whose id is in ``registered``; see the module doc.
 
     ``table_files`` are the paths the table holds already: those are kept untouched.
+    ``known_ids`` maps files the caller has just written to their ids (no read-back).
     """
+    known_ids = known_ids or {}
     wanted = list(dict.fromkeys(files))
     result = OverlapResult()
     if not len(registered):
@@ -77,9 +84,11 @@ def drop_registered_rows(
     def check(uri: str) -> tuple[str, str, int]:
         if uri in table_files:
             return uri, "keep", 0
-        if not storage.exists(uri):
+        if uri not in known_ids and not storage.exists(uri):
             return uri, "gone", 0
-        ids = storage.read_parquet(uri, columns=["id"]).column("id").combine_chunks()
+        ids = known_ids.get(uri)
+        if ids is None:
+            ids = storage.read_parquet(uri, columns=["id"]).column("id").combine_chunks()
         taken = registered.contains(hash_ids(ids)) if len(ids) else np.zeros(0, dtype=bool)
         dropped = int(np.count_nonzero(taken))
         if not dropped:

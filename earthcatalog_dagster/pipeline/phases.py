@@ -41,7 +41,15 @@ from earthcatalog_dagster.core.schema import WAREHOUSE_SCHEMA
 from earthcatalog_dagster.pipeline.outcomes import outcome_table
 from earthcatalog_dagster.pipeline.runtime import paused_gc
 
-_STAGING_PARTS = ("chunks", "staging", "markers", "compacted", "pending_chunks", "rejects")
+_STAGING_PARTS = (
+    "chunks",
+    "staging",
+    "markers",
+    "compacted",
+    "pending_chunks",
+    "rejects",
+    "aliases",
+)
 
 
 # --- phase 1 --------------------------------------------------------------------------------
@@ -106,6 +114,7 @@ def write_chunks(
     """
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be positive, not {chunk_size}")
+    storage.remove_debris(staging_dir, min_age=0)  # this run's own prefix: no other writer
     fingerprint = inventory_fingerprint(inventory, since, limit, chunk_size)
     plan_uri = layout.chunk_plan(staging_dir)
     if storage.exists(plan_uri):
@@ -187,6 +196,9 @@ class ChunkResult:
     items: int = 0
     rows_out: int = 0
     buckets: list[tuple[str, str, int]] = field(default_factory=list)
+    aliased: int = 0  # items whose id differs from their key's stem (layout.aliases_file)
+    bbox_fixed: int = 0  # items kept with a recomputed bbox (see core.items)
+    example_missing: str | None = None  # where one missing object was looked for
     skipped: bool = False
 
     def to_json(self) -> bytes:
@@ -209,7 +221,13 @@ def ingest_chunk(
     resolution: int,
     fetch_concurrency: int = 256,
 ) -> ChunkResult:
-    """Phase 2 for one chunk: NDJSON per (cell, year), outcomes, completion marker."""
+    """Phase 2 for one chunk: NDJSON per (cell, year), outcomes, completion marker.
+
+    Items whose id differs from their key's stem are recorded in
+    ``layout.aliases_file`` (``key_id``, ``item_id``): the registration merges them into
+    the hash index's alias file (:func:`~.hash_sync.read_staged_aliases`), so later
+    anti-joins skip those keys.
+    """
     number = chunk_number(chunk_uri)
     marker = layout.chunk_marker(staging_dir, number)
     if storage.exists(marker):
@@ -243,6 +261,10 @@ def ingest_chunk(
         storage.write_parquet(fetched.failed, layout.pending_chunk(staging_dir, number))
     else:
         storage.delete(layout.pending_chunk(staging_dir, number))
+    if parsed.mismatches.num_rows:
+        storage.write_parquet(parsed.mismatches, layout.aliases_file(staging_dir, number))
+    else:
+        storage.delete(layout.aliases_file(staging_dir, number))
 
     result = ChunkResult(
         chunk=chunk_uri,
@@ -254,6 +276,13 @@ def ingest_chunk(
         items=parsed.table.num_rows,
         rows_out=sum(len(v) for v in lines.values()),
         buckets=sorted((cell, year, len(rows)) for (cell, year), rows in lines.items()),
+        aliased=parsed.mismatches.num_rows,
+        bbox_fixed=len(parsed.fixes),
+        example_missing=layout.source_object(
+            fetched.missing["bucket"][0].as_py(), fetched.missing["key"][0].as_py(), source_root
+        )
+        if fetched.missing.num_rows
+        else None,
     )
     storage.write_bytes(marker, result.to_json())
     return result
@@ -316,6 +345,10 @@ def compact_bucket(
     sequence = 0
     while layout.warehouse_file(warehouse, cell, year, token, sequence) in registered:
         sequence += 1
+    # What a killed earlier attempt of this bucket left half-written (its own names only).
+    storage.remove_debris(
+        layout.partition_dir(warehouse, cell, year), min_age=0, name_prefix=f"part_{token}_"
+    )
     for _, rows in split_buckets(deduped):
         for offset in range(0, rows.num_rows, compact_rows):
             uri = layout.warehouse_file(warehouse, cell, year, token, sequence)

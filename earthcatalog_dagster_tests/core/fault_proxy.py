@@ -5,9 +5,15 @@ the upstream server unchanged (path-style S3, the signature is not re-checked by
 except those for which ``fault(method, path, n)`` — ``n`` counting the requests seen so far
 for that (method, path), from 0 — returns an action:
 
+- ``"500"``: answer ``500 InternalError`` (S3's "We encountered an internal error");
 - ``"503"``: answer ``503 SlowDown`` as S3 does when throttling;
 - ``"drop"``: close the connection without an answer;
+- ``"short"``: forward the request, send the real status and headers with the real
+  ``Content-Length``, then only half of the body, and close the connection (a body cut
+  short, as a reset mid-transfer leaves it);
 - ``"409"``: answer ``409 ConditionalRequestConflict`` (a concurrent conditional write).
+
+:data:`TRANSIENT` lists the four faults S3 really produces on reads and a client must retry.
 
 Threaded, so hundreds of requests can be in flight, as the fetchers keep them.
 """
@@ -25,7 +31,11 @@ from urllib.parse import urlsplit
 
 Fault = Callable[[str, str, int], "str | None"]
 
+#: The read faults S3 produces that a client must retry (see PITFALLS.md, "S3").
+TRANSIENT = ("500", "503", "drop", "short")
+
 _ERRORS = {
+    "500": (500, "Internal Server Error", "InternalError", "We encountered an internal error."),
     "503": (503, "Slow Down", "SlowDown", "Please reduce your request rate."),
     "409": (
         409,
@@ -47,6 +57,9 @@ _HOP_BY_HOP = {
 
 
 class FaultProxy:
+    """The proxy: ``seen`` counts requests per (method, path), ``injected`` faults per
+    action, ``requests`` lists every (method, target) in arrival order."""
+
     def __init__(self, upstream: str, fault: Fault) -> None:
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
@@ -137,7 +150,7 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 with suppress(OSError):
                     self.connection.shutdown(socket.SHUT_RDWR)
                 return
-            if action is not None:
+            if action is not None and action != "short":
                 self._error(action)
                 return
             headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
@@ -158,8 +171,17 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 if self.command != "HEAD":
                     self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
+                if self.command == "HEAD":
+                    return
+                if action == "short" and data:
+                    # The promised length, half the bytes, then the connection goes.
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    with suppress(OSError):
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.wfile.write(data)
             finally:
                 upstream.close()
 

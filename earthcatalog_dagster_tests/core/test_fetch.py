@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import pyarrow as pa
@@ -9,6 +10,7 @@ import pyarrow as pa
 from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.fetch import FAILED_SCHEMA, MISSING_SCHEMA, fetch_objects
 from earthcatalog_dagster.core.storage import RetryPolicy
+from earthcatalog_dagster_tests.core.fault_proxy import TRANSIENT, fault_proxy
 from earthcatalog_dagster_tests.core.moto_s3 import boto_client, moto_endpoint, use_endpoint
 
 BUCKET = "its-live-data"
@@ -79,5 +81,41 @@ def test_fetch_from_s3_anonymous_and_mirror_root() -> None:
             mirrored = fetch_objects(refs, source_root="s3://mirror/root")  # signed
             assert (mirrored.keys, mirrored.bodies) == (["v/a.stac.json"], [b"M"])
             assert mirrored.total == 2
+        finally:
+            storage.configure_s3()
+
+
+def mixed_transient_faults(method: str, path: str, n: int) -> str | None:
+    """A quarter of the ``.stac.json`` objects fail their first two GETs, each with one of
+    S3's transient faults (500, 503, a dropped connection, a body cut short)."""
+    if method != "GET" or not path.endswith(".stac.json"):
+        return None
+    h = zlib.crc32(path.encode())
+    return TRANSIENT[(h // 4) % len(TRANSIENT)] if h % 4 == 0 and n < 2 else None
+
+
+def test_fetch_returns_every_body_through_transient_faults() -> None:
+    with moto_endpoint() as endpoint:
+        use_endpoint(endpoint)
+        try:
+            boto_client(endpoint).create_bucket(Bucket=BUCKET)
+            keys = [f"v/N{i % 9}0W140/item_{i:03d}.stac.json" for i in range(120)]
+            bodies = {
+                k: f'{{"id": "{k}", "pad": "{"x" * (i % 500)}"}}'.encode()
+                for i, k in enumerate(keys)
+            }
+            for key, body in bodies.items():
+                storage.write_bytes(f"s3://{BUCKET}/mirror/{BUCKET}/{key}", body)
+            with fault_proxy(endpoint, mixed_transient_faults) as proxy:
+                use_endpoint(proxy.endpoint)
+                result = fetch_objects(
+                    _refs(keys), source_root=f"s3://{BUCKET}/mirror", concurrency=16
+                )
+            assert set(proxy.injected) == set(TRANSIENT), proxy.injected
+            assert sum(proxy.injected.values()) >= 40
+            assert result.failed.num_rows == 0, result.failed.to_pylist()
+            assert result.missing.num_rows == 0
+            assert result.keys == keys
+            assert result.bodies == [bodies[k] for k in keys]
         finally:
             storage.configure_s3()

@@ -425,3 +425,70 @@ def test_merge_ids_keeps_state_and_repairs_unsorted_files(tmp_path: Path) -> Non
         stats = merge_ids_into_index(legacy, ["y"])
     assert stats == MergeStats(before=2, after=2, added=0)
     assert pq.read_table(legacy).column(0).to_pylist() == sorted({hash_id("z"), hash_id("y")})
+
+
+# --- aliases: key stems whose item id differs ------------------------------------------------
+
+
+def test_alias_file_sits_beside_the_index() -> None:
+    from earthcatalog_dagster import layout
+
+    assert (
+        layout.hash_aliases("s3://b/wh_id_hashes.parquet") == "s3://b/wh_id_hashes_aliases.parquet"
+    )
+    assert layout.hash_aliases("/x/index") == "/x/index_aliases.parquet"
+
+
+def test_merge_aliases_is_a_union_and_idempotent(tmp_path: Path, monkeypatch) -> None:
+    from earthcatalog_dagster import layout
+    from earthcatalog_dagster.core.hash_index import load_aliases, merge_aliases
+
+    index_uri = str(tmp_path / "wh_id_hashes.parquet")
+    alias_uri = layout.hash_aliases(index_uri)
+    assert len(load_aliases(index_uri)) == 0  # missing file: empty
+
+    writes: list[str] = []
+    real_write = hx.storage.write_bytes
+    monkeypatch.setattr(
+        hx.storage, "write_bytes", lambda u, d: (writes.append(u), real_write(u, d))
+    )
+    # Nothing to add: nothing written, not even an empty file.
+    assert merge_aliases(index_uri, pa.array([], pa.string())) == MergeStats(0, 0, 0)
+    assert writes == [] and not Path(alias_uri).exists()
+
+    assert merge_aliases(index_uri, ["stem_a", "stem_b", "stem_a"]) == MergeStats(0, 2, 2)
+    assert merge_aliases(index_uri, pa.array(["stem_b", "stem_c"])) == MergeStats(2, 3, 1)
+    # Already the digests (fixed_size_binary(16)) are taken as they are.
+    assert merge_aliases(index_uri, hash_ids(["stem_c", "stem_d"])) == MergeStats(3, 4, 1)
+    assert writes == [alias_uri] * 3
+
+    # Same format as the index, and only the aliases: the index file is untouched.
+    stored = pq.read_table(alias_uri)
+    assert stored.schema.names == ["id_hash"] and stored.schema.field(0).type == HASH_TYPE
+    assert stored.column(0).to_pylist() == sorted(
+        _oracle_digest(s) for s in ("stem_a", "stem_b", "stem_c", "stem_d")
+    )
+    assert not Path(index_uri).exists()
+
+    writes.clear()
+    assert merge_aliases(index_uri, ["stem_a", "stem_d"]) == MergeStats(4, 4, 0)
+    assert writes == []
+
+
+def test_ingested_keys_are_the_index_and_its_aliases(tmp_path: Path) -> None:
+    from earthcatalog_dagster.core.hash_index import load_ingested_keys, merge_aliases
+
+    index_uri = str(tmp_path / "wh_id_hashes.parquet")
+    assert len(load_ingested_keys(index_uri)) == 0  # neither file: empty
+
+    write_hash_index(HashIndex.from_ids(["item_1", "item_2"]), index_uri)
+    only_index = load_ingested_keys(index_uri)
+    assert _values(only_index) == _values(load_hash_index(index_uri))
+
+    merge_aliases(index_uri, ["stem_of_item_3"])
+    keys = load_ingested_keys(index_uri)
+    assert len(keys) == 3
+    probes = hash_ids(["item_1", "item_2", "stem_of_item_3", "item_3", "other"])
+    assert keys.contains(probes).tolist() == [True, True, True, False, False]
+    # The index itself still holds exactly the item ids.
+    assert count_hash_index(index_uri) == 2

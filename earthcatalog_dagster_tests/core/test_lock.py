@@ -60,3 +60,41 @@ def test_two_processes_never_hold_it_together(tmp_path) -> None:
     assert len(spans) == 2
     assert spans[0][1] <= spans[1][0]  # the second started after the first released
     assert not storage.exists(uri)
+
+
+def _foreign_lock(uri: str, *, owner: str = "nightly-ingest") -> lock.LockInfo:
+    """A live lock of a process on another host (so it is neither stale nor gone)."""
+    holder = lock.LockInfo(
+        owner, "ci-runner-7", 4242, datetime.now(UTC).isoformat(), 6.0, "theirs", "?"
+    )
+    storage.write_bytes(uri, holder.to_json())
+    return holder
+
+
+def test_a_wait_says_who_holds_the_lock_at_once_then_shows_progress(tmp_path, caplog) -> None:
+    uri = str(tmp_path / "catalog.db.lock")
+    holder = _foreign_lock(uri)
+    caplog.set_level("WARNING", logger=lock.__name__)
+    started = time.monotonic()
+    with pytest.raises(lock.LockHeld) as err:
+        lock.acquire(uri, owner="me", timeout=1.0, poll=0.05, progress_every=0.3)
+    assert time.monotonic() - started < 5
+
+    messages = [r.getMessage() for r in caplog.records if r.name == lock.__name__]
+    first = messages[0]
+    assert first.startswith(f"waiting for lock {uri}")
+    for part in ("nightly-ingest", "ci-runner-7", "pid 4242", holder.expires.isoformat()):
+        assert part in first, first
+    progress = [m for m in messages if m.startswith("still waiting")]
+    assert 2 <= len(progress) <= 4, messages
+    assert all("nightly-ingest on ci-runner-7 (pid 4242)" in m for m in progress)
+    final = str(err.value)
+    assert "held by nightly-ingest on ci-runner-7 (pid 4242)" in final
+    assert holder.expires.isoformat() in final
+
+
+def test_no_wait_no_message(tmp_path, caplog) -> None:
+    uri = str(tmp_path / "catalog.db.lock")
+    caplog.set_level("WARNING", logger=lock.__name__)
+    lock.release(uri, lock.acquire(uri, owner="me", timeout=0.1))
+    assert not [r for r in caplog.records if r.name == lock.__name__]

@@ -4,21 +4,19 @@ The oracle is written independently of the module: it draws every cell of a reso
 shapely polygon in (lon, lat) — edges densified along their great circles (numpy slerp),
 cells across the antimeridian folded into two pieces, the pole's cell as the cap above its
 boundary — and intersects the footprint with all of them. Its own test proves it agrees with
-``latlng_to_cell``, which is exact.
+``latlng_to_cell``, which is exact. It lives in :mod:`earthcatalog_dagster_tests.helpers`,
+where the end-to-end tests take their expected cells from it too.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import random
 
 import h3
-import numpy as np
 import pytest
 import shapely
-from shapely import affinity
-from shapely.geometry import LineString, Polygon, box
+from shapely.geometry import LineString
 
 from earthcatalog_dagster.core.partitioning import (
     DEFAULT_RESOLUTION,
@@ -26,10 +24,16 @@ from earthcatalog_dagster.core.partitioning import (
     fan_out,
 )
 from earthcatalog_dagster.layout import NO_CELL
+from earthcatalog_dagster_tests.helpers import (
+    continuous,
+    distance_to,
+    oracle,
+    oracle_cells,
+    ring_of,
+)
 
 NORTH_POLE_CELL = h3.latlng_to_cell(90.0, 0.0, 1)
 SOUTH_POLE_CELL = h3.latlng_to_cell(-90.0, 0.0, 1)
-WORLD = box(-180.0, -90.0, 180.0, 90.0)
 
 # --- synthetic ITS_LIVE footprints ----------------------------------------------------------
 
@@ -87,118 +91,6 @@ def random_footprint(rng: random.Random, kind: str) -> dict:
     return footprint(
         lat, lon, rng.uniform(60.0, 320.0), rng.uniform(60.0, 320.0), rng.uniform(0.0, 90.0)
     )
-
-
-def ring_of(geometry: dict) -> list[tuple[float, float]]:
-    return [(float(x), float(y)) for x, y in geometry["coordinates"][0]]
-
-
-# --- the brute-force oracle -----------------------------------------------------------------
-
-
-def _continuous(lons: list[float]) -> list[float]:
-    """Longitudes with every jump of more than 180° undone (the oracle's own unwrapping)."""
-    out = [lons[0]]
-    for lon in lons[1:]:
-        delta = (lon - out[-1] + 180.0) % 360.0 - 180.0
-        out.append(out[-1] + delta)
-    return out
-
-
-def planar_region(ring: list[tuple[float, float]], pole_hint: float | None = None):
-    """A closed (lon, lat) ring as a shapely area inside [-180, 180] × [-90, 90].
-
-    A ring that winds round a pole becomes the cap between it and the pole: it is rotated to
-    start right after its antimeridian crossing, so its longitudes run from -180 to 180, and
-    closed along the pole line with the latitude interpolated at the crossing. Other rings are
-    copied at -360, 0 and +360 and clipped to the world.
-    """
-    if ring[0] != ring[-1]:
-        ring = [*ring, ring[0]]
-    lons = _continuous([x for x, _ in ring])
-    lats = [y for _, y in ring]
-    turns = round((lons[-1] - lons[0]) / 360.0)
-    if turns == 0:
-        poly = shapely.make_valid(Polygon(list(zip(lons, lats, strict=True))))
-        parts = [
-            affinity.translate(poly, dx, 0.0).intersection(WORLD)
-            for dx in (-720.0, -360.0, 0.0, 360.0, 720.0)
-        ]
-        return shapely.union_all([p for p in parts if not p.is_empty])
-    pole = pole_hint if pole_hint is not None else math.copysign(90.0, sum(lats))
-    points = list(zip([x for x, _ in ring][:-1], lats[:-1], strict=True))
-    if turns < 0:
-        points = points[::-1]
-    # Normalise to [-180, 180) and start at the vertex right after the wrap (eastward run).
-    points = [((x + 180.0) % 360.0 - 180.0, y) for x, y in points]
-    n = len(points)
-    start = next(i for i in range(n) if points[i][0] - points[i - 1][0] < -180.0)
-    run = points[start:] + points[:start]
-    (x_last, y_last), (x_first, y_first) = run[-1], run[0]
-    span = (x_first + 360.0) - x_last
-    y_cross = y_last + (y_first - y_last) * (180.0 - x_last) / span if span else y_first
-    shell = [(-180.0, y_cross), *run, (180.0, y_cross), (180.0, pole), (-180.0, pole)]
-    return shapely.make_valid(Polygon(shell)).intersection(WORLD)
-
-
-def _slerp_boundary(cell: str, per_edge: int = 24) -> list[tuple[float, float]]:
-    """(lon, lat) of a cell boundary with its edges densified along their great circles."""
-    latlng = np.radians(np.array(h3.cell_to_boundary(cell)))
-    xyz = np.column_stack(
-        [
-            np.cos(latlng[:, 0]) * np.cos(latlng[:, 1]),
-            np.cos(latlng[:, 0]) * np.sin(latlng[:, 1]),
-            np.sin(latlng[:, 0]),
-        ]
-    )
-    out = []
-    for a, b in zip(xyz, np.roll(xyz, -1, axis=0), strict=True):
-        omega = np.arccos(np.clip(a @ b, -1.0, 1.0))
-        t = np.arange(per_edge)[:, None] / per_edge
-        v = (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
-        lat = np.degrees(np.arcsin(np.clip(v[:, 2], -1.0, 1.0)))
-        lon = np.degrees(np.arctan2(v[:, 1], v[:, 0]))
-        out.extend(zip(lon.tolist(), lat.tolist(), strict=True))
-    return out
-
-
-@functools.cache
-def oracle_cells(
-    resolution: int, polar_only: bool = False
-) -> tuple[list[str], list, shapely.STRtree]:
-    """Every cell of ``resolution`` with its true (lon, lat) area, and a tree over them.
-
-    ``polar_only`` keeps the cells whose centre lies beyond 75° of latitude: enough for
-    footprints beyond 78°, and affordable at finer resolutions.
-    """
-    cells = sorted(
-        child for base in h3.get_res0_cells() for child in h3.cell_to_children(base, resolution)
-    )
-    if polar_only:
-        cells = [c for c in cells if abs(h3.cell_to_latlng(c)[0]) >= 75.0]
-    areas = []
-    for cell in cells:
-        pole = math.copysign(90.0, h3.cell_to_latlng(cell)[0])
-        areas.append(planar_region(_slerp_boundary(cell), pole_hint=pole))
-    return cells, areas, shapely.STRtree(areas)
-
-
-def oracle(geometry: dict, resolution: int = 1, polar_only: bool = False) -> set[str]:
-    """Cells whose true area intersects any polygon of ``geometry`` (brute force)."""
-    cells, _areas, tree = oracle_cells(resolution, polar_only)
-    polygons = (
-        geometry["coordinates"] if geometry["type"] == "MultiPolygon" else [geometry["coordinates"]]
-    )
-    found: set[str] = set()
-    for rings in polygons:
-        region = planar_region([(float(x), float(y)) for x, y in rings[0]])
-        found.update(cells[i] for i in tree.query(region, predicate="intersects"))
-    return found
-
-
-def distance_to(cell: str, geometry: dict, resolution: int = 1) -> float:
-    cells, areas, _tree = oracle_cells(resolution, False)
-    return areas[cells.index(cell)].distance(planar_region(ring_of(geometry)))
 
 
 def h3_overlap(geometry: dict, resolution: int = 1) -> set[str]:
@@ -497,6 +389,7 @@ def test_antimeridian_at_resolution_5_fills_both_halves():
     assert sum(lon < 0 for lon in centre_lons) >= 3
 
 
+@pytest.mark.slow  # ~5 s: the resolution-2 oracle of the whole world
 def test_antimeridian_at_resolution_2():
     geometry = footprint(-71.0, 179.9, 250.0, 200.0, 15.0)
     got = cells_for_geometry(geometry, 2)
@@ -510,7 +403,7 @@ def test_antimeridian_at_resolution_2():
 def test_north_polar_cap_greenland_scene_covering_the_pole():
     # An EPSG:3413 scene of 300 km × 300 km whose centre is 60 km from the pole.
     geometry = footprint(89.46, -45.0, 300.0, 300.0, 0.0)
-    lons = _continuous([x for x, _ in ring_of(geometry)])
+    lons = continuous([x for x, _ in ring_of(geometry)])
     assert abs(lons[-1] - lons[0]) == pytest.approx(360.0)  # it winds round the pole
     got = cells_for_geometry(geometry)
     assert NORTH_POLE_CELL in got
@@ -559,7 +452,7 @@ def test_cap_written_with_explicit_pole_vertices_gives_the_same_cells():
 def test_near_pole_footprint_not_encircling(lon, expected):
     # 84.7–88.2°N, spanning 85° of longitude, but not round the pole.
     geometry = footprint(86.6, lon, 360.0, 360.0, 0.0)
-    lons = _continuous([x for x, _ in ring_of(geometry)])
+    lons = continuous([x for x, _ in ring_of(geometry)])
     lats = [y for _, y in ring_of(geometry)]
     assert lons[-1] == pytest.approx(lons[0])  # not encircling
     assert max(lons) - min(lons) > 80.0
@@ -633,3 +526,15 @@ def test_fan_out_keeps_order_and_matches_cells_for_geometry():
     assert result[1] == [NO_CELL]
     assert all(r == sorted(set(r)) and r for r in result)
     assert fan_out(geometries, 2) == [cells_for_geometry(g, 2) for g in geometries]
+
+
+def test_ring_winding_matches_the_fan_out_reading_of_a_ring() -> None:
+    from earthcatalog_dagster.core.partitioning import ring_winding
+
+    cap = [(0.0, 85.0), (90.0, 85.0), (180.0, 85.0), (-90.0, 85.0), (0.0, 85.0)]
+    assert abs(ring_winding(cap)) == 1
+    assert ring_winding(cap[::-1]) == -ring_winding(cap)
+    crossing = [(179.5, 60.0), (-179.5, 60.0), (-179.5, 61.0), (179.5, 61.0)]
+    assert ring_winding(crossing) == 0
+    assert ring_winding([(10.0, 60.0), (11.0, 60.0), (11.0, 61.0)]) == 0
+    assert ring_winding([]) == 0

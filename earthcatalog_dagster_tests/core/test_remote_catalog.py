@@ -213,3 +213,61 @@ def test_a_local_remote_path_works_the_same(tmp_path) -> None:
         with catalog_session(b, remote, use_lock=False):
             _add_namespace(b, warehouse, "b")
     assert {"a", "b"} <= _namespaces(remote) and "a2" not in _namespaces(remote)
+
+
+# --- unreadable catalogs --------------------------------------------------------------------
+
+
+def _good_catalog(path: str, warehouse: str) -> bytes:
+    _add_namespace(path, warehouse, "ok")
+    with open(path, "rb") as f:
+        return f.read()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "header-only"])
+def test_an_unreadable_catalog_is_named_with_what_to_do(tmp_path, damage) -> None:
+    warehouse = str(tmp_path / "warehouse")
+    good = _good_catalog(str(tmp_path / "good.db"), warehouse)
+    body = {
+        "garbage": os.urandom(4096),
+        "truncated": good[: len(good) // 2],
+        "header-only": good[:100],
+    }[damage]
+    path = tmp_path / "catalog.db"
+    path.write_bytes(body)
+
+    with pytest.raises(remote_catalog.CatalogUnreadable) as err:
+        iceberg.open_catalog(str(path), warehouse)
+    message = str(err.value)
+    assert message.startswith(f"{path} is not a readable SQLite Iceberg catalog (")
+    assert "restore it from its remote copy" in message and "move it aside" in message
+    assert path.read_bytes() == body  # not "repaired", not replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog.db", "good.db"]
+
+
+def test_check_catalog_file_accepts_missing_empty_and_good_files(tmp_path) -> None:
+    remote_catalog.check_catalog_file(str(tmp_path / "missing.db"))
+    (tmp_path / "empty.db").write_bytes(b"")
+    remote_catalog.check_catalog_file(str(tmp_path / "empty.db"))
+    _good_catalog(str(tmp_path / "good.db"), str(tmp_path / "warehouse"))
+    remote_catalog.check_catalog_file(str(tmp_path / "good.db"))
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_a_corrupt_remote_catalog_is_named_by_its_uri(tmp_path) -> None:
+    remote = str(tmp_path / "shared" / "earthcatalog.db")
+    storage.write_bytes(remote, b"<html>502 Bad Gateway</html>" * 50)
+    with pytest.raises(remote_catalog.CatalogUnreadable, match=r"the shared catalog .*shared"):
+        remote_catalog.read_copy(remote)
+    local = str(tmp_path / "work.db")
+    with pytest.raises(remote_catalog.CatalogUnreadable) as err, catalog_session(local, remote):
+        raise AssertionError("the block must not run on a corrupt catalog")
+    assert str(err.value).startswith(f"the shared catalog {remote} is not a readable")
+    assert not storage.exists(layout.catalog_lock(remote))  # the lock was released
+
+
+def test_read_copy_of_a_missing_remote_can_refuse(tmp_path) -> None:
+    remote = str(tmp_path / "shared" / "earthcatalog.db")
+    with pytest.raises(FileNotFoundError, match=f"no catalog at {remote}"):
+        remote_catalog.read_copy(remote, missing_ok=False)
+    assert not os.path.exists(remote_catalog.read_copy(remote))

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import pickle
+import signal
+import subprocess
+import sys
+import time
+import zlib
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from obstore import exceptions as obs_exc
 
 from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.storage import (
@@ -16,7 +23,11 @@ from earthcatalog_dagster.core.storage import (
     ObjectInfo,
     ObjectNotFound,
     RetryPolicy,
+    bulk,
+    retry,
+    s3config,
 )
+from earthcatalog_dagster_tests.core.fault_proxy import TRANSIENT, Fault, fault_proxy
 from earthcatalog_dagster_tests.core.moto_s3 import (
     KEY_ID,
     SECRET,
@@ -26,6 +37,7 @@ from earthcatalog_dagster_tests.core.moto_s3 import (
 )
 
 FAST = RetryPolicy(max_attempts=4, base_delay=0.0, max_delay=0.0)
+QUICK = RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.05)
 
 
 @pytest.fixture(autouse=True)
@@ -277,12 +289,12 @@ class _FakeS3:
 
 
 def _use_fake(monkeypatch: pytest.MonkeyPatch, fake: _FakeS3) -> None:
-    real = storage._store
+    real = s3config.get_store
 
     def fake_store(scheme: str, bucket: str, anonymous: bool, internal_retry: bool = True):
         return fake if scheme == "s3" else real(scheme, bucket, anonymous, internal_retry)
 
-    monkeypatch.setattr(storage, "_store", fake_store)
+    monkeypatch.setattr(bulk, "get_store", fake_store)
 
 
 def test_get_many_retries_transient_errors(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -312,7 +324,7 @@ def test_get_many_retries_transient_errors(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_get_many_403_raises_access_denied_naming_bucket_and_key(monkeypatch) -> None:
-    denied = storage.obs_exc.PermissionDeniedError("403 Forbidden: AccessDenied")
+    denied = obs_exc.PermissionDeniedError("403 Forbidden: AccessDenied")
     fake = _FakeS3({"secret/item.stac.json": [denied]})
     _use_fake(monkeypatch, fake)
     uris = ["s3://private-bucket/ok.json", "s3://private-bucket/secret/item.stac.json"]
@@ -356,16 +368,16 @@ def test_s3_store_configuration_from_env_and_override(monkeypatch: pytest.Monkey
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
     storage.clear_cache()
-    store = storage._store("s3", "bucket-a", False)
+    store = s3config.get_store("s3", "bucket-a", False)
     assert store.config["endpoint"] == "http://127.0.0.1:9"
     assert store.config["region"] == "eu-west-1"
     assert str(store.client_options["allow_http"]).lower() == "true"
-    assert storage._store("s3", "bucket-a", False) is store  # cached
-    anon = storage._store("s3", "bucket-a", True)
+    assert s3config.get_store("s3", "bucket-a", False) is store  # cached
+    anon = s3config.get_store("s3", "bucket-a", True)
     assert anon is not store and anon.config.get("skip_signature") == "true"
 
     storage.configure_s3(region="us-east-2", endpoint_url="https://s3.example.org")
-    store2 = storage._store("s3", "bucket-a", False)
+    store2 = s3config.get_store("s3", "bucket-a", False)
     assert store2 is not store
     assert store2.config["region"] == "us-east-2"
     assert store2.config["endpoint"] == "https://s3.example.org"
@@ -474,3 +486,219 @@ def test_key_below_a_file_is_missing(tmp_path: Path) -> None:
         storage.read_bytes(below)
     assert not storage.exists(below)
     assert storage.get_many([below])[0].status == "missing"
+
+
+# --- transient faults on every read path ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "retryable"),
+    [
+        ("Server returned non-2xx status code: 500 Internal Server Error", True),
+        ("Server returned non-2xx status code: 503 Service Unavailable: SlowDown", True),
+        ("Server returned non-2xx status code: 429 Too Many Requests", True),
+        ("Server returned non-2xx status code: 408 Request Timeout", True),
+        # digits elsewhere in the text (elapsed time, key, request id) do not decide
+        ("GET http://h/b/400/k.json in 413.2ms - non-2xx status code: 500 Internal", True),
+        ("<HostId>ab+405/xyz=</HostId> non-2xx status code: 503 Slow Down", True),
+        ("HTTP error: error sending request", True),  # dropped connection
+        ("HTTP error: request or response body error", True),  # body cut short
+        ("Server returned non-2xx status code: 400 Bad Request", False),
+        ("Server returned non-2xx status code: 404 Not Found", False),
+        ("Server returned non-2xx status code: 403 Forbidden", False),
+        ("Operation not supported by this store", False),
+    ],
+)
+def test_transient_is_decided_by_status_not_stray_digits(text: str, retryable: bool) -> None:
+    assert retry.is_retryable(Exception(text)) is retryable
+
+
+def test_permanent_exception_types_are_final() -> None:
+    for exc in (
+        FileNotFoundError("x"),
+        obs_exc.NotFoundError("x"),
+        obs_exc.PermissionDeniedError("x"),
+        IsADirectoryError("x"),
+        ValueError("x"),
+    ):
+        assert not retry.is_retryable(exc), exc
+
+
+def test_call_with_retry_retries_transient_then_raises_the_last(monkeypatch) -> None:
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise Exception("non-2xx status code: 500 Internal Server Error")
+        return "ok"
+
+    assert retry.call_with_retry(flaky, FAST, sleep=lambda _: None) == "ok"
+    assert len(calls) == 3
+
+    def always() -> None:
+        calls.append(1)
+        raise Exception("HTTP error: error sending request")
+
+    calls.clear()
+    with pytest.raises(Exception, match="error sending request"):
+        retry.call_with_retry(always, FAST, sleep=lambda _: None)
+    assert len(calls) == FAST.max_attempts
+
+    def missing() -> None:
+        calls.append(1)
+        raise obs_exc.NotFoundError("Object at location x not found")
+
+    calls.clear()
+    with pytest.raises(obs_exc.NotFoundError):
+        retry.call_with_retry(missing, FAST, sleep=lambda _: None)
+    assert len(calls) == 1  # a 404 is final at once
+
+
+def _proxy_path(uri: str) -> str:
+    """The path-style request path of an S3 URI, as the proxy sees it."""
+    return "/" + uri.removeprefix("s3://")
+
+
+def _quarter_fault(action: str) -> Fault:
+    """A quarter of the objects (by hash of their path) fail their first two GETs."""
+
+    def fault(method: str, path: str, n: int) -> str | None:
+        if method == "GET" and "/faulty/" in path and zlib.crc32(path.encode()) % 4 == 0:
+            return action if n < 2 else None
+        return None
+
+    return fault
+
+
+@pytest.mark.parametrize("action", TRANSIENT)
+def test_get_many_survives_transient_faults(s3_endpoint: str, action: str) -> None:
+    use_endpoint(s3_endpoint)
+    bodies = {f"s3://warehouse/faulty/{action}/{i:03d}.json": os.urandom(700) for i in range(40)}
+    for uri, body in bodies.items():
+        storage.write_bytes(uri, body)
+    uris = list(bodies)
+    with fault_proxy(s3_endpoint, _quarter_fault(action)) as proxy:
+        use_endpoint(proxy.endpoint)
+        results = storage.get_many(uris, concurrency=8, retry=QUICK)
+    assert proxy.injected[action] >= 10, proxy.injected
+    assert [r.status for r in results] == ["ok"] * len(uris), [r.error for r in results]
+    assert [r.data for r in results] == [bodies[u] for u in uris]
+    faulted = [r for r in results if zlib.crc32(_proxy_path(r.uri).encode()) % 4 == 0]
+    assert faulted and all(r.attempts == 3 for r in faulted)
+
+
+@pytest.mark.parametrize("action", TRANSIENT)
+def test_single_object_reads_survive_transient_faults(s3_endpoint: str, action: str) -> None:
+    use_endpoint(s3_endpoint)
+    table = pa.table({"id": [f"item-{i}" for i in range(2000)], "n": list(range(2000))})
+    big = os.urandom(300_000)
+    base = f"s3://warehouse/faulty/single-{action}"
+    for name in ("read_parquet", "read_with_etag"):
+        storage.write_parquet(table, f"{base}/{name}.parquet")
+    for name in ("read_bytes", "open_input"):
+        storage.write_bytes(f"{base}/{name}.bin", big)
+
+    def fault(method: str, path: str, n: int) -> str | None:
+        # Each object's first two GETs fail; for the streamed one, two ranged GETs after
+        # the first, so the failures hit mid-stream.
+        if method != "GET" or "/faulty/" not in path:
+            return None
+        if path.endswith("open_input.bin"):
+            return action if n in (1, 2) else None
+        return action if n < 2 else None
+
+    with fault_proxy(s3_endpoint, fault) as proxy:
+        use_endpoint(proxy.endpoint)
+        assert storage.read_parquet(f"{base}/read_parquet.parquet").equals(table)
+        data, e_tag = storage.read_with_etag(f"{base}/read_with_etag.parquet")
+        assert pq.read_table(pa.BufferReader(data)).equals(table) and e_tag
+        assert storage.read_bytes(f"{base}/read_bytes.bin") == big
+        with storage.open_input(f"{base}/open_input.bin", buffer_size=64 << 10) as f:
+            assert f.read() == big
+    assert proxy.injected[action] == 8, proxy.injected
+    for name in ("read_parquet.parquet", "read_with_etag.parquet", "read_bytes.bin"):
+        assert proxy.seen[("GET", _proxy_path(f"{base}/{name}"))] == 3  # two faults, one ok
+
+
+def test_a_404_through_the_proxy_is_final_and_a_lasting_500_fails(s3_endpoint: str) -> None:
+    use_endpoint(s3_endpoint)
+    storage.write_bytes("s3://warehouse/faulty/always500.json", b"x")
+    with fault_proxy(s3_endpoint, lambda m, p, n: "500" if "always500" in p else None) as proxy:
+        use_endpoint(proxy.endpoint)
+        with pytest.raises(ObjectNotFound):
+            storage.read_bytes("s3://warehouse/faulty/gone.json")
+        assert proxy.seen[("GET", "/warehouse/faulty/gone.json")] == 1
+        (result,) = storage.get_many(["s3://warehouse/faulty/always500.json"], retry=QUICK)
+    assert (result.status, result.attempts) == ("failed", QUICK.max_attempts)
+    assert "500" in (result.error or "")
+
+
+# --- debris of killed writes ---------------------------------------------------------------
+
+
+def _age(path: Path, seconds: float) -> None:
+    past = time.time() - seconds
+    os.utime(path, (past, past))
+
+
+def test_remove_debris_removes_exactly_old_staging_files(tmp_path: Path) -> None:
+    root = tmp_path / "warehouse"
+    cell = root / "grid_partition=81033ffffffffff" / "year=2020"
+    cell.mkdir(parents=True)
+    real = cell / "part_0001.parquet"
+    real.write_bytes(b"real")
+    old = [cell / "part_0001.parquet#1", cell / "part_0002.parquet#12", root / "x.json#3"]
+    fresh = cell / "part_0003.parquet#1"  # a live writer's staging file
+    keep = [cell / "notes#draft", cell / "a#1.parquet", cell / "part.tmp", cell / "#"]
+    for path in [*old, fresh, *keep]:
+        path.write_bytes(b"partial")
+    for path in [*old, *keep, real]:
+        _age(path, 3600)
+    (cell / "dir#1").mkdir()  # a directory is never debris
+    _age(cell / "dir#1", 3600)
+    outside = tmp_path / "other#1"
+    outside.write_bytes(b"not under the root")
+    _age(outside, 3600)
+
+    removed = storage.remove_debris(str(root))
+
+    assert removed == sorted(str(p) for p in old)
+    assert not any(p.exists() for p in old)
+    assert fresh.exists() and real.exists() and outside.exists()
+    assert all(p.exists() for p in keep) and (cell / "dir#1").is_dir()
+    assert storage.remove_debris(str(root)) == []  # idempotent
+    assert storage.remove_debris(str(root), min_age=0) == [str(fresh)]  # no live writer
+    assert storage.remove_debris(str(tmp_path / "missing")) == []
+    assert storage.remove_debris("s3://warehouse/anything") == []  # S3 leaves no debris
+
+
+def test_a_killed_local_write_leaves_debris_that_remove_debris_cleans(tmp_path: Path) -> None:
+    """Really kill a writer mid-put: its staging file has the name remove_debris matches."""
+    target = tmp_path / "warehouse" / "grid_partition=a" / "year=2020" / "part_0.parquet"
+    code = (
+        "import sys\n"
+        "from earthcatalog_dagster.core import storage\n"
+        "data = b'x' * (256 << 20)\n"
+        "print('go', flush=True)\n"
+        f"storage.write_bytes({str(target)!r}, data)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline() == b"go\n"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if target.parent.is_dir() and any(target.parent.iterdir()):
+                break
+            time.sleep(0.002)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    names = sorted(p.name for p in target.parent.iterdir())
+    if names == [target.name]:  # pragma: no cover - the put won the race on a fast disk
+        pytest.skip("the write finished before the kill")
+    assert names == [f"{target.name}#1"], names
+    assert storage.remove_debris(str(tmp_path / "warehouse"), min_age=0) == [str(target) + "#1"]
+    assert list(target.parent.iterdir()) == []

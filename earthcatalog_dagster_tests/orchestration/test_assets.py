@@ -4,47 +4,20 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from earthcatalog_dagster import layout
-from earthcatalog_dagster.core import catalog as iceberg
 from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.hash_index import load_hash_index
-from earthcatalog_dagster.core.partitioning import cells_for_geometry
-from earthcatalog_dagster.definitions import build_definitions
 from earthcatalog_dagster.orchestration.assets import ingest_assets
-from earthcatalog_dagster.orchestration.resources import DaskCompute
 from earthcatalog_dagster.synthetic import generate_day, write_inventory
-from earthcatalog_dagster_tests.conftest import DAY_1, DAY_2, local_and_s3, roots_for
+from earthcatalog_dagster_tests.conftest import DAY_1, DAY_2, local_and_s3
+from earthcatalog_dagster_tests.helpers import (
+    assert_pairs_match,
+    materialize_partition,
+    resources_for,
+    table_pairs,
+)
 
-
-def _resources(home, scheduler: str = "synchronous") -> dict:
-    roots, catalog = roots_for(home)
-    defs = build_definitions(
-        roots=roots, catalog=catalog, compute=DaskCompute(scheduler=scheduler, workers=2)
-    )
-    return dict(defs.resources)
-
-
-def _expected_pairs(*days) -> list[tuple[str, str]]:
-    return sorted(
-        (i["id"], c)
-        for day in days
-        for i in day.items
-        for c in cells_for_geometry(i["geometry"], 1)
-    )
-
-
-def _table_pairs(home) -> list[tuple[str, str]]:
-    table = iceberg.load_table(iceberg.open_catalog(home.catalog, home.warehouse))
-    rows = table.scan(selected_fields=("id", "grid_partition")).to_arrow()
-    return sorted(zip(rows["id"].to_pylist(), rows["grid_partition"].to_pylist(), strict=True))
-
-
-def _materialize(home, date, instance=None, scheduler="synchronous"):
-    return materialize(
-        ingest_assets,
-        partition_key=date.isoformat(),
-        resources=_resources(home, scheduler),
-        instance=instance or DagsterInstance.ephemeral(),
-    )
+# End to end (whole ingests, Dagster runs, S3 servers): out of the fast lane.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -60,12 +33,12 @@ def two_days(home):
 @local_and_s3
 def test_two_partitions_build_the_catalog(home, two_days) -> None:
     day1, day2 = two_days
-    first = _materialize(home, DAY_1)
+    first = materialize_partition(home, DAY_1)
     assert first.success
-    assert _table_pairs(home) == _expected_pairs(day1)
-    second = _materialize(home, DAY_2)
+    assert_pairs_match(table_pairs(home), day1)
+    second = materialize_partition(home, DAY_2)
     assert second.success
-    assert _table_pairs(home) == _expected_pairs(day1, day2)
+    assert_pairs_match(table_pairs(home), day1, day2)
     assert len(load_hash_index(home.warehouse_hash)) == len(set(day1.good_ids) | set(day2.good_ids))
 
     # Deltas moved to ingested/, one staging prefix per date.
@@ -101,43 +74,23 @@ def test_two_partitions_build_the_catalog(home, two_days) -> None:
     ]
 
 
-def test_rematerializing_a_partition_changes_nothing(home, two_days) -> None:
-    day1, _ = two_days
-    assert _materialize(home, DAY_1).success
-    files = sorted(o.uri for o in storage.list_objects(home.warehouse, suffix=".parquet"))
-    pairs = _table_pairs(home)
-    table = iceberg.load_table(iceberg.open_catalog(home.catalog, home.warehouse))
-    snapshots = len(table.snapshots())
-
-    again = _materialize(home, DAY_1)
-    assert again.success
-    assert sorted(o.uri for o in storage.list_objects(home.warehouse, suffix=".parquet")) == files
-    assert _table_pairs(home) == pairs
-    table = iceberg.load_table(iceberg.open_catalog(home.catalog, home.warehouse))
-    assert len(table.snapshots()) == snapshots
-    # Only objects that never made it (rejected, missing) are looked at again.
-    delta = again.asset_materializations_for_node("delta_inventory")[0].metadata
-    never_ingested = sum(
-        len(v) for k, v in day1.expected.items() if k not in ("null_geometry", "coercible")
-    )
-    assert delta["rows out"].value == never_ingested
-
-
-def test_missing_delta_and_manifest_fail_naming_both(home) -> None:
+def test_missing_delta_done_marker_and_manifest_fail_naming_all_three(home) -> None:
     result = materialize(
         ingest_assets[:1],
         partition_key=DAY_1.isoformat(),
-        resources=_resources(home),
+        resources=resources_for(home),
         instance=DagsterInstance.ephemeral(),
         raise_on_error=False,
     )
     assert not result.success
     message = str(result.all_events)
+    assert "delta file not found" in message
     assert layout.delta_pending(home.delta_prefix, DAY_1) in message
+    assert layout.delta_ingested(home.delta_prefix, DAY_1) in message
     assert layout.inventory_manifest(home.inventory, DAY_1) in message
 
 
 def test_local_dask_cluster_gives_the_same_catalog(home, two_days) -> None:
     day1, _ = two_days
-    assert _materialize(home, DAY_1, scheduler="local").success
-    assert _table_pairs(home) == _expected_pairs(day1)
+    assert materialize_partition(home, DAY_1, scheduler="local", workers=2).success
+    assert_pairs_match(table_pairs(home), day1)

@@ -29,7 +29,6 @@ from dagster import (
     DefaultSensorStatus,
     build_schedule_context,
     build_sensor_context,
-    materialize,
 )
 from dagster._core.utils import make_new_run_id
 from dagster_aws.s3 import S3Resource
@@ -37,8 +36,6 @@ from dagster_aws.s3 import S3Resource
 from earthcatalog_dagster import layout
 from earthcatalog_dagster.core import catalog as iceberg
 from earthcatalog_dagster.core import storage
-from earthcatalog_dagster.core.hash_index import hash_ids, load_hash_index
-from earthcatalog_dagster.core.partitioning import cells_for_geometry
 from earthcatalog_dagster.definitions import build_definitions
 from earthcatalog_dagster.orchestration.assets import ingest_assets
 from earthcatalog_dagster.orchestration.automation import (
@@ -50,8 +47,15 @@ from earthcatalog_dagster.orchestration.automation import (
 )
 from earthcatalog_dagster.orchestration.resources import DaskCompute, StorageRoots
 from earthcatalog_dagster.orchestration.runs import dates_being_ingested
-from earthcatalog_dagster.synthetic import GeneratedDay, generate_day, write_inventory
 from earthcatalog_dagster_tests.conftest import DAY_1, DAY_2, roots_for
+from earthcatalog_dagster_tests.helpers import (
+    assert_pairs_match,
+    catalog_holds_exactly,
+    materialize_partition,
+    metadata,
+    table_pairs,
+    write_day,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = [a.key.path[-1] for a in ingest_assets]
@@ -226,66 +230,21 @@ def test_dates_being_ingested_are_those_of_unfinished_ingest_runs() -> None:
         }
 
 
-def _day(home, date, seed: int, n: int = 40) -> GeneratedDay:
-    day = generate_day(date, n, source_root=home.source_root, seed=seed)
-    write_inventory(home.inventory, date, day.refs)
-    return day
-
-
 def _materialize(home, date, selection=None, **kwargs):
-    result = materialize(
-        ingest_assets,
-        selection=selection,
-        partition_key=date.isoformat(),
-        resources=dict(_defs(home).resources),
-        instance=DagsterInstance.ephemeral(),
-        **kwargs,
-    )
+    result = materialize_partition(home, date, selection=selection, **kwargs)
     assert result.success
     return result
 
 
-def _metadata(result, asset: str) -> dict[str, Any]:
-    return {
-        k: v.value for k, v in result.asset_materializations_for_node(asset)[0].metadata.items()
-    }
-
-
-def _expected_pairs(*days: GeneratedDay) -> list[tuple[str, str]]:
-    return sorted(
-        (i["id"], c)
-        for day in days
-        for i in day.items
-        for c in cells_for_geometry(i["geometry"], 1)
-    )
-
-
-def _table_pairs(home) -> list[tuple[str, str]]:
-    table = iceberg.load_table(iceberg.open_catalog(home.catalog, home.warehouse))
-    rows = table.scan(selected_fields=("id", "grid_partition")).to_arrow()
-    return sorted(zip(rows["id"].to_pylist(), rows["grid_partition"].to_pylist(), strict=True))
-
-
-def _catalog_holds_exactly(home, *days: GeneratedDay) -> None:
-    pairs = _table_pairs(home)
-    assert len(pairs) == len(set(pairs)), "an (id, grid_partition) pair is in the table twice"
-    assert pairs == _expected_pairs(*days)
-    ids = sorted({i for day in days for i in day.good_ids})
-    index = load_hash_index(home.warehouse_hash)
-    assert len(index) == len(ids) and bool(index.contains(hash_ids(ids)).all())
-    table = iceberg.load_table(iceberg.open_catalog(home.catalog, home.warehouse))
-    warehouse = {o.uri for o in storage.list_objects(home.warehouse, suffix=".parquet")}
-    assert warehouse == iceberg.registered_files(table), "unregistered warehouse files"
-
-
+@pytest.mark.slow
 def test_delta_inventory_carries_a_day_that_was_never_ingested(home) -> None:
-    day1, day2 = _day(home, DAY_1, seed=11), _day(home, DAY_2, seed=12)
+    day1, day2 = write_day(home, DAY_1, 40, seed=11)[0], write_day(home, DAY_2, 40, seed=12)[0]
     delta_only = ["delta_inventory"]
 
-    first = _metadata(_materialize(home, DAY_1, selection=delta_only), "delta_inventory")
+    first = metadata(_materialize(home, DAY_1, selection=delta_only), "delta_inventory")
     assert first["carried from older pending deltas"] == 0
     # Day 1 is never ingested; day 2's delta carries its items.
-    second = _metadata(_materialize(home, DAY_2, selection=delta_only), "delta_inventory")
+    second = metadata(_materialize(home, DAY_2, selection=delta_only), "delta_inventory")
     day1_keys = set(day1.item_keys)
     assert second["carried from older pending deltas"] == len(day1_keys)
     delta2 = storage.read_parquet(layout.delta_pending(home.delta_prefix, DAY_2))
@@ -294,33 +253,34 @@ def test_delta_inventory_carries_a_day_that_was_never_ingested(home) -> None:
 
     # Ingesting day 2 alone brings day 1's items in; day 1's run later finds nothing new.
     _materialize(home, DAY_2)
-    _catalog_holds_exactly(home, day1, day2)
+    catalog_holds_exactly(home, day1, day2)
     late = _materialize(home, DAY_1)
-    reused = _metadata(late, "delta_inventory")
+    reused = metadata(late, "delta_inventory")
     assert reused["reused"] is True
     assert reused["rows out"] == len(day1_keys) - len(day1.good_ids)  # only bad/missing ones
-    _catalog_holds_exactly(home, day1, day2)
+    catalog_holds_exactly(home, day1, day2)
     assert not storage.exists(layout.delta_pending(home.delta_prefix, DAY_1))
 
 
+@pytest.mark.slow
 def test_overlapping_deltas_staged_side_by_side_register_each_item_once(home) -> None:
     """Both runs stage the shared items before either commits (as in a UI backfill);
     the second commit drops them."""
-    day1, day2 = _day(home, DAY_1, seed=21), _day(home, DAY_2, seed=22)
+    day1, day2 = write_day(home, DAY_1, 40, seed=21)[0], write_day(home, DAY_2, 40, seed=22)[0]
     staging = ["delta_inventory", "staged_chunks", "ndjson_items", "warehouse_parquets"]
     commit = ["iceberg_table", "hash_index"]
     _materialize(home, DAY_1, selection=staging)
     _materialize(home, DAY_2, selection=staging)  # carries all of day 1's rows
 
-    second_first = _metadata(_materialize(home, DAY_2, selection=commit), "iceberg_table")
+    second_first = metadata(_materialize(home, DAY_2, selection=commit), "iceberg_table")
     assert second_first["rows dropped (id registered by another run)"] == 0
-    assert _table_pairs(home) == _expected_pairs(day1, day2)
+    assert_pairs_match(table_pairs(home), day1, day2)
     late = _materialize(home, DAY_1, selection=commit)
-    registered = _metadata(late, "iceberg_table")
+    registered = metadata(late, "iceberg_table")
     assert registered["files registered"] == 0
     assert registered["rows dropped (id registered by another run)"] > 0
     assert registered["files removed (all rows registered elsewhere)"] > 0
-    _catalog_holds_exactly(home, day1, day2)
+    catalog_holds_exactly(home, day1, day2)
     assert all(c.passed for c in late.get_asset_check_evaluations())
     for date in (DAY_1, DAY_2):
         assert storage.exists(layout.delta_ingested(home.delta_prefix, date))
@@ -406,7 +366,7 @@ def _windows(instance: DagsterInstance, run_id: str) -> dict[str, tuple[float, f
 @pytest.mark.slow
 def test_dagster_dev_backfills_three_dates_side_by_side(home, tmp_path) -> None:
     dates = [DAY_1, DAY_2, DAY_2 + dt.timedelta(days=1)]
-    days = [_day(home, date, seed=30 + i, n=60) for i, date in enumerate(dates)]
+    days = [write_day(home, date, 60, seed=30 + i)[0] for i, date in enumerate(dates)]
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
     shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
@@ -458,7 +418,7 @@ def test_dagster_dev_backfills_three_dates_side_by_side(home, tmp_path) -> None:
     assert server.returncode is not None
 
     # Every good item of the three days, exactly once; files all registered; deltas done.
-    _catalog_holds_exactly(home, *days)
+    catalog_holds_exactly(home, *days)
     for date in dates:
         assert storage.exists(layout.delta_ingested(home.delta_prefix, date))
         assert not storage.exists(layout.delta_pending(home.delta_prefix, date))

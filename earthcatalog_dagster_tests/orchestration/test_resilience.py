@@ -25,13 +25,23 @@ from earthcatalog_dagster import layout
 from earthcatalog_dagster.config import Settings
 from earthcatalog_dagster.core import catalog as iceberg
 from earthcatalog_dagster.core import storage
-from earthcatalog_dagster.core.hash_index import hash_ids, load_hash_index
-from earthcatalog_dagster.core.partitioning import cells_for_geometry
+from earthcatalog_dagster.core.hash_index import load_hash_index
 from earthcatalog_dagster.definitions import build_definitions
 from earthcatalog_dagster.orchestration.assets import ingest_assets
 from earthcatalog_dagster.orchestration.resources import DaskCompute, StorageRoots
-from earthcatalog_dagster.synthetic import GeneratedDay, generate_day, write_inventory
+from earthcatalog_dagster.synthetic import GeneratedDay
 from earthcatalog_dagster_tests.conftest import DAY_1, DAY_2
+from earthcatalog_dagster_tests.helpers import (
+    assert_pairs_match,
+    catalog_holds_exactly,
+    checks_pass,
+    index_holds,
+    load_table,
+    metadata,
+    table_pairs,
+    warehouse_files,
+    write_day,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +55,8 @@ CHILD_TIMEOUT_S = 120
 KILL_POINTS = {
     "ingest_chunk": ("earthcatalog_dagster.pipeline.phases", "ingest_chunk", 1),
     "compact_bucket": ("earthcatalog_dagster.pipeline.phases", "compact_bucket", 3),
-    "sync_hash_index": ("earthcatalog_dagster.orchestration.assets", "sync_hash_index", 0),
+    # The hash-index sync of the one commit path (pipeline/commit.py's sync_index).
+    "sync_hash_index": ("earthcatalog_dagster.pipeline.commit", "sync_hash_index", 0),
 }
 
 
@@ -117,106 +128,51 @@ def _finish(process) -> int:
     return process.exitcode
 
 
-def _day(home: Settings, date, seed: int) -> GeneratedDay:
-    day = generate_day(date, N_ITEMS, source_root=home.source_root, seed=seed)
-    write_inventory(home.inventory, date, day.refs)
-    return day
-
-
-def _expected_pairs(*days: GeneratedDay) -> list[tuple[str, str]]:
-    return sorted(
-        (i["id"], c)
-        for day in days
-        for i in day.items
-        for c in cells_for_geometry(i["geometry"], 1)
-    )
-
-
-def _table(home: Settings):
-    return iceberg.load_table(iceberg.open_catalog(home.catalog, home.warehouse))
-
-
-def _table_pairs(home: Settings) -> list[tuple[str, str]]:
-    table = _table(home)
-    if table is None or table.current_snapshot() is None:
-        return []
-    rows = table.scan(selected_fields=("id", "grid_partition")).to_arrow()
-    return sorted(zip(rows["id"].to_pylist(), rows["grid_partition"].to_pylist(), strict=True))
-
-
-def _warehouse_files(home: Settings) -> set[str]:
-    return {o.uri for o in storage.list_objects(home.warehouse, suffix=".parquet")}
-
-
-def _index_holds(home: Settings, *days: GeneratedDay) -> None:
-    ids = sorted({i for day in days for i in day.good_ids})
-    index = load_hash_index(home.warehouse_hash)
-    assert len(index) == len(ids)
-    assert bool(index.contains(hash_ids(ids)).all())
-
-
 def _delta_ingested(home: Settings, date) -> bool:
     return storage.exists(layout.delta_ingested(home.delta_prefix, date)) and not storage.exists(
         layout.delta_pending(home.delta_prefix, date)
     )
 
 
-def _checks_pass(result) -> None:
-    failed = [
-        (c.check_name, c.metadata) for c in result.get_asset_check_evaluations() if not c.passed
-    ]
-    assert not failed, failed
-
-
 def _converged(home: Settings, result, *days: GeneratedDay) -> None:
     """The rerun succeeded and the catalog is exactly one clean run's."""
     assert result.success
-    _checks_pass(result)
-    pairs = _table_pairs(home)
-    assert len(pairs) == len(set(pairs)), "duplicate (id, grid_partition) pairs"
-    assert pairs == _expected_pairs(*days)
-    _index_holds(home, *days)
-    assert _warehouse_files(home) == iceberg.registered_files(_table(home))
+    checks_pass(result)
+    catalog_holds_exactly(home, *days)
     for day in days:
         assert _delta_ingested(home, day.date)
-
-
-def _metadata(result, asset: str) -> dict[str, Any]:
-    return {
-        k: v.value for k, v in result.asset_materializations_for_node(asset)[0].metadata.items()
-    }
 
 
 # --- killed mid-run -----------------------------------------------------------------------------
 
 
 def test_killed_inside_ndjson_items_resumes_from_markers(home) -> None:
-    day = _day(home, DAY_1, seed=1)
+    day = write_day(home, DAY_1, N_ITEMS, seed=1)[0]
     staging = layout.staging_for(home.staging, DAY_1)
 
     assert _finish(_spawn(home, DAY_1, kill="ingest_chunk")) == -signal.SIGKILL
     assert storage.exists(layout.chunk_marker(staging, 0))
     assert not storage.exists(layout.chunk_marker(staging, 1))
-    assert _table_pairs(home) == []
+    assert table_pairs(home) == []
 
     result = _run(home.home, DAY_1.isoformat())
     _converged(home, result, day)
-    chunks = _metadata(result, "staged_chunks")
+    chunks = metadata(result, "staged_chunks")
     assert chunks["chunks"] >= 3
     assert chunks["reused from an earlier attempt"] is True
-    ndjson = _metadata(result, "ndjson_items")
+    ndjson = metadata(result, "ndjson_items")
     assert ndjson["chunks skipped (already done)"] >= 1
     assert ndjson["items staged"] == len(day.good_ids)
 
 
 def test_killed_inside_warehouse_parquets_leaves_no_orphans(home) -> None:
-    day = _day(home, DAY_1, seed=2)
+    day = write_day(home, DAY_1, N_ITEMS, seed=2)[0]
     staging = layout.staging_for(home.staging, DAY_1)
 
     assert _finish(_spawn(home, DAY_1, kill="compact_bucket")) == -signal.SIGKILL
-    left = _warehouse_files(home)
+    left = warehouse_files(home)
     assert len(left) >= 3, "the killed run should have written a few warehouse files"
-    table = _table(home)
+    table = load_table(home)
     assert table is None or not iceberg.registered_files(table)
     done = storage.list_objects(layout.join(staging, "compacted"))
     assert len(done) == 3
@@ -224,32 +180,32 @@ def test_killed_inside_warehouse_parquets_leaves_no_orphans(home) -> None:
     result = _run(home.home, DAY_1.isoformat())
     _converged(home, result, day)
     # The files of the killed run are the ones registered now, not copies beside them.
-    assert left <= _warehouse_files(home)
-    warehouse = _metadata(result, "warehouse_parquets")
+    assert left <= warehouse_files(home)
+    warehouse = metadata(result, "warehouse_parquets")
     assert warehouse["buckets skipped (already done)"] == 3
-    assert len(_table(home).snapshots()) == 1
+    assert len(load_table(home).snapshots()) == 1
 
 
 def test_killed_between_iceberg_table_and_hash_index_heals(home) -> None:
-    day = _day(home, DAY_1, seed=3)
+    day = write_day(home, DAY_1, N_ITEMS, seed=3)[0]
 
     assert _finish(_spawn(home, DAY_1, kill="sync_hash_index")) == -signal.SIGKILL
     # Registered, but neither indexed nor marked ingested.
-    assert _table_pairs(home) == _expected_pairs(day)
+    assert_pairs_match(table_pairs(home), day)
     assert len(load_hash_index(home.warehouse_hash)) == 0
     assert storage.exists(layout.delta_pending(home.delta_prefix, DAY_1))
     # Killed while holding the catalog lock: the rerun must not wait out its 6 h TTL.
     assert storage.exists(layout.catalog_lock(home.catalog))
-    files = _warehouse_files(home)
+    files = warehouse_files(home)
 
     result = _run(home.home, DAY_1.isoformat())
     _converged(home, result, day)
-    assert _warehouse_files(home) == files
-    assert len(_table(home).snapshots()) == 1
-    registered = _metadata(result, "iceberg_table")
+    assert warehouse_files(home) == files
+    assert len(load_table(home).snapshots()) == 1
+    registered = metadata(result, "iceberg_table")
     assert registered["files registered"] == 0
     assert registered["files already registered"] == len(files)
-    hashes = _metadata(result, "hash_index")
+    hashes = metadata(result, "hash_index")
     assert hashes["hashes added"] == len(set(day.good_ids))
     assert not storage.exists(layout.catalog_lock(home.catalog))
 
@@ -267,7 +223,7 @@ def _keys_under(prefix: str) -> set[str]:
 
 
 def test_two_partitions_in_two_processes_at_once(home, tmp_path) -> None:
-    days = [_day(home, DAY_1, seed=4), _day(home, DAY_2, seed=5)]
+    days = [write_day(home, DAY_1, N_ITEMS, seed=4)[0], write_day(home, DAY_2, N_ITEMS, seed=5)[0]]
     barrier = multiprocessing.get_context("spawn").Barrier(2)
     spans = tmp_path / "spans.txt"
     processes = [_spawn(home, day.date, barrier=barrier, spans=spans) for day in days]
@@ -294,13 +250,11 @@ def test_two_partitions_in_two_processes_at_once(home, tmp_path) -> None:
             assert keys <= set(day.item_keys) | set(other.item_keys)
         assert not any(other.date.isoformat() in o.uri for o in storage.list_objects(staging))
 
-    pairs = _table_pairs(home)
-    assert len(pairs) == len(set(pairs))
-    assert pairs == _expected_pairs(*days)
-    _index_holds(home, *days)
-    table = _table(home)
+    assert_pairs_match(table_pairs(home), *days)
+    index_holds(home, *days)
+    table = load_table(home)
     assert len(table.snapshots()) == 2
-    assert _warehouse_files(home) == iceberg.registered_files(table)
+    assert warehouse_files(home) == iceberg.registered_files(table)
     assert not storage.exists(layout.catalog_lock(home.catalog))
     for day in days:
         assert _delta_ingested(home, day.date)
@@ -310,7 +264,7 @@ def test_two_partitions_in_two_processes_at_once(home, tmp_path) -> None:
 
 
 def test_dagster_cli_materializes_a_partition(home, tmp_path) -> None:
-    day = _day(home, DAY_1, seed=6)
+    day = write_day(home, DAY_1, N_ITEMS, seed=6)[0]
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
     (dagster_home / "dagster.yaml").write_text("")
@@ -345,8 +299,6 @@ def test_dagster_cli_materializes_a_partition(home, tmp_path) -> None:
         DAY_1.isoformat(),
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    pairs = _table_pairs(home)
-    assert len(pairs) == len(set(pairs))
-    assert pairs == _expected_pairs(day)
-    _index_holds(home, day)
+    assert_pairs_match(table_pairs(home), day)
+    index_holds(home, day)
     assert _delta_ingested(home, DAY_1)

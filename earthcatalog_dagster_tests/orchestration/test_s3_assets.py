@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import pickle
 
+import pytest
 from dagster import DagsterInstance, materialize
 from dagster_aws.s3 import S3Resource
 
 from earthcatalog_dagster import layout
 from earthcatalog_dagster.core import storage
-from earthcatalog_dagster.definitions import build_definitions
 from earthcatalog_dagster.orchestration.assets import ingest_assets
-from earthcatalog_dagster.orchestration.resources import DaskCompute, with_s3
+from earthcatalog_dagster.orchestration.resources import with_s3
 from earthcatalog_dagster.synthetic import generate_day, write_inventory
-from earthcatalog_dagster_tests.conftest import DAY_1, roots_for
+from earthcatalog_dagster_tests.conftest import DAY_1
 from earthcatalog_dagster_tests.core.moto_s3 import KEY_ID, REGION, SECRET
+from earthcatalog_dagster_tests.helpers import resources_for
+
+# End to end (whole ingests, Dagster runs, S3 servers): out of the fast lane.
+pytestmark = pytest.mark.slow
 
 _AWS_VARS = (
     "AWS_ENDPOINT_URL",
@@ -26,12 +30,6 @@ _AWS_VARS = (
     "AWS_REGION",
     "AWS_DEFAULT_REGION",
 )
-
-
-def _resources(settings, s3: S3Resource | None = None) -> dict:
-    roots, catalog = roots_for(settings)
-    compute = DaskCompute(scheduler="synchronous")
-    return dict(build_definitions(roots=roots, catalog=catalog, compute=compute, s3=s3).resources)
 
 
 def test_the_s3_resource_configures_the_data_plane_and_hides_credentials(
@@ -52,7 +50,7 @@ def test_the_s3_resource_configures_the_data_plane_and_hides_credentials(
     result = materialize(
         ingest_assets,
         partition_key=DAY_1.isoformat(),
-        resources=_resources(s3_home, s3),
+        resources=resources_for(s3_home, s3=s3),
         instance=DagsterInstance.ephemeral(),
     )
     assert result.success
@@ -79,7 +77,7 @@ def test_the_s3_resource_configures_the_data_plane_and_hides_credentials(
 def test_rerun_after_a_crash_between_copy_and_delete_of_the_delta(s3_home) -> None:
     day = generate_day(DAY_1, 30, source_root=s3_home.source_root, seed=22)
     write_inventory(s3_home.inventory, DAY_1, day.refs)
-    resources = _resources(s3_home)
+    resources = resources_for(s3_home)
     first = materialize(
         ingest_assets,
         partition_key=DAY_1.isoformat(),

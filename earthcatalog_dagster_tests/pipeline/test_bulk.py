@@ -28,8 +28,7 @@ from earthcatalog_dagster.cli import main as cli_main
 from earthcatalog_dagster.config import ENV_VARS, Settings
 from earthcatalog_dagster.core import catalog as iceberg
 from earthcatalog_dagster.core import storage
-from earthcatalog_dagster.core.hash_index import hash_ids, load_hash_index
-from earthcatalog_dagster.core.partitioning import cells_for_geometry
+from earthcatalog_dagster.core.hash_index import load_hash_index
 from earthcatalog_dagster.pipeline import phases
 from earthcatalog_dagster.pipeline.delta import daily_delta
 from earthcatalog_dagster.synthetic import (
@@ -39,6 +38,18 @@ from earthcatalog_dagster.synthetic import (
     write_inventory,
 )
 from earthcatalog_dagster_tests.conftest import DAY_1, DAY_2
+from earthcatalog_dagster_tests.helpers import (
+    assert_pairs_match,
+    catalog_holds_exactly,
+    index_is_exactly,
+    load_table,
+    table_pairs,
+    warehouse_files,
+    write_day,
+)
+
+# End to end (whole ingests, Dagster runs, S3 servers): out of the fast lane.
+pytestmark = pytest.mark.slow
 
 DAY_3 = DAY_2.replace(day=DAY_2.day + 1)
 N_ITEMS = 60
@@ -77,59 +88,17 @@ sys.exit(main(sys.argv[4:]))
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _day(settings: Settings, date, seed: int, n: int = N_ITEMS) -> tuple[GeneratedDay, str]:
-    day = generate_day(date, n, source_root=settings.source_root, seed=seed)
-    return day, write_inventory(settings.inventory, date, day.refs)
-
-
-def _expected_pairs(*days: GeneratedDay) -> list[tuple[str, str]]:
-    return sorted(
-        (item["id"], cell)
-        for day in days
-        for item in day.items
-        for cell in cells_for_geometry(item["geometry"], RESOLUTION)
-    )
-
-
-def _table(settings: Settings):
-    return iceberg.load_table(iceberg.open_catalog(settings.catalog, settings.warehouse))
-
-
-def _pairs(settings: Settings) -> list[tuple[str, str]]:
-    table = _table(settings)
-    if table is None or table.current_snapshot() is None:
-        return []
-    rows = table.scan(selected_fields=("id", "grid_partition")).to_arrow()
-    return sorted(zip(rows["id"].to_pylist(), rows["grid_partition"].to_pylist(), strict=True))
-
-
-def _warehouse_files(settings: Settings) -> set[str]:
-    return {o.uri for o in storage.list_objects(settings.warehouse, suffix=".parquet")}
-
-
 def _sorted_rows(settings: Settings) -> pa.Table:
     """The whole table, sorted by (id, grid_partition): row content to compare catalogs."""
-    rows = _table(settings).scan().to_arrow()
+    rows = load_table(settings).scan().to_arrow()
     return rows.sort_by([("id", "ascending"), ("grid_partition", "ascending")])
-
-
-def _index_is_exactly(settings: Settings, ids) -> None:
-    ids = sorted(set(ids))
-    index = load_hash_index(settings.warehouse_hash)
-    assert len(index) == len(ids)
-    assert bool(index.contains(hash_ids(ids)).all())
 
 
 def _converged(settings: Settings, *days: GeneratedDay, snapshots: int | None = None) -> None:
     """The catalog is exactly what one clean run of ``days`` gives."""
-    pairs = _pairs(settings)
-    assert len(pairs) == len(set(pairs)), "duplicate (id, grid_partition) rows"
-    assert pairs == _expected_pairs(*days)
-    _index_is_exactly(settings, [i for day in days for i in day.good_ids])
-    table = _table(settings)
-    assert _warehouse_files(settings) == iceberg.registered_files(table)
+    catalog_holds_exactly(settings, *days, resolution=RESOLUTION)
     if snapshots is not None:
-        assert len(table.snapshots()) == snapshots
+        assert len(load_table(settings).snapshots()) == snapshots
 
 
 def _bad_counts(day: GeneratedDay) -> tuple[int, int]:
@@ -185,7 +154,7 @@ def _ok(done: subprocess.CompletedProcess) -> str:
 
 
 def test_full_build_reconciles_and_a_rerun_is_a_no_op(home) -> None:
-    day, manifest = _day(home, DAY_1, seed=1)
+    day, manifest = write_day(home, DAY_1, N_ITEMS, seed=1)
     summary = bulk_ingest(manifest, mode="full", h3_resolution=RESOLUTION, settings=home, **SYNC)
 
     rejected, missing = _bad_counts(day)
@@ -199,35 +168,36 @@ def test_full_build_reconciles_and_a_rerun_is_a_no_op(home) -> None:
     )
     assert summary.pending == summary.already_ingested == 0
     assert summary.chunks == -(-len(day.item_keys) // CHUNK_SIZE) and summary.chunks_skipped == 0
-    assert summary.rows_written == len(_expected_pairs(day))
-    assert summary.files_registered == summary.files_written == len(_warehouse_files(home))
+    assert summary.rows_written == len(table_pairs(home))
+    assert summary.files_registered == summary.files_written == len(warehouse_files(home))
     assert summary.hashes_after == len(day.good_ids)
     _converged(home, day, snapshots=1)
-    assert _table(home).current_snapshot().snapshot_id == summary.snapshot_id
+    assert load_table(home).current_snapshot().snapshot_id == summary.snapshot_id
     # No work file of the run survives but the small descriptors.
     assert not storage.list_objects(layout.ndjson_dir(summary.staging))
 
     files = {o.uri: o.last_modified for o in storage.list_objects(home.warehouse)}
     again = bulk_ingest(manifest, mode="full", h3_resolution=RESOLUTION, settings=home, **SYNC)
     assert again.snapshot_id == summary.snapshot_id
-    assert _table(home).current_snapshot().snapshot_id == summary.snapshot_id
+    assert load_table(home).current_snapshot().snapshot_id == summary.snapshot_id
     assert {o.uri: o.last_modified for o in storage.list_objects(home.warehouse)} == files
     _converged(home, day, snapshots=1)
 
 
-@pytest.mark.slow
 def test_ingest_and_bulk_ingest_give_the_same_catalog(tmp_path) -> None:
     single, bulk = Settings.embedded(tmp_path / "single"), Settings.embedded(tmp_path / "bulk")
-    day, manifest = _day(single, DAY_1, seed=2)
-    _, manifest_bulk = _day(bulk, DAY_1, seed=2)  # the same objects and inventory, elsewhere
+    day, manifest = write_day(single, DAY_1, N_ITEMS, seed=2)
+    # The same objects and inventory, elsewhere.
+    _, manifest_bulk = write_day(bulk, DAY_1, N_ITEMS, seed=2)
 
     ingest(manifest, settings=single, h3_resolution=RESOLUTION)
     bulk_ingest(manifest_bulk, mode="full", h3_resolution=RESOLUTION, settings=bulk, **SYNC)
 
-    assert _pairs(single) == _pairs(bulk) == _expected_pairs(day)
+    assert table_pairs(single) == table_pairs(bulk)
+    assert_pairs_match(table_pairs(single), day, resolution=RESOLUTION)
     a, b = _sorted_rows(single), _sorted_rows(bulk)
     assert a.schema == b.schema
-    assert a.num_rows == b.num_rows == len(_expected_pairs(day))
+    assert a.num_rows == b.num_rows == len(table_pairs(single))
     for name in a.column_names:
         assert a[name].equals(b[name]), name
     assert load_hash_index(single.warehouse_hash).hashes.tolist() == (
@@ -235,11 +205,10 @@ def test_ingest_and_bulk_ingest_give_the_same_catalog(tmp_path) -> None:
     )
 
 
-@pytest.mark.slow
 def test_local_cluster_gives_the_same_catalog_as_synchronous(tmp_path, monkeypatch) -> None:
     sync, local = Settings.embedded(tmp_path / "sync"), Settings.embedded(tmp_path / "local")
-    day, manifest = _day(sync, DAY_1, seed=3)
-    _, manifest_local = _day(local, DAY_1, seed=3)
+    day, manifest = write_day(sync, DAY_1, N_ITEMS, seed=3)
+    _, manifest_local = write_day(local, DAY_1, N_ITEMS, seed=3)
     started = []
 
     class CountedCluster(distributed.LocalCluster):
@@ -275,16 +244,16 @@ def test_local_cluster_gives_the_same_catalog_as_synchronous(tmp_path, monkeypat
 
 
 def test_delta_appends_and_skips_ids_already_in_the_index(home) -> None:
-    day1, manifest1 = _day(home, DAY_1, seed=4)
+    day1, manifest1 = write_day(home, DAY_1, N_ITEMS, seed=4)
     bulk_ingest(manifest1, mode="full", h3_resolution=RESOLUTION, settings=home, **SYNC)
-    day2, manifest2 = _day(home, DAY_2, seed=5)
+    day2, manifest2 = write_day(home, DAY_2, N_ITEMS, seed=5)
 
     delta = bulk_ingest(manifest2, mode="delta", settings=home, **SYNC)
     assert delta.mode == "delta" and delta.reconciles, delta.render()
     assert delta.already_ingested == 0 and delta.items_written == len(day2.good_ids)
     _converged(home, day1, day2, snapshots=2)
-    snapshot = _table(home).current_snapshot().snapshot_id
-    files = _warehouse_files(home)
+    snapshot = load_table(home).current_snapshot().snapshot_id
+    files = warehouse_files(home)
 
     # The first day again, in delta mode (its own staging): every item is skipped at
     # chunking, only the bad objects go through the pipeline, and nothing is written.
@@ -301,8 +270,8 @@ def test_delta_appends_and_skips_ids_already_in_the_index(home) -> None:
     assert (again.items_written, again.rejected, again.missing) == (0, rejected, missing)
     assert again.files_written == again.files_registered == 0
     assert again.snapshot_id is None
-    assert _table(home).current_snapshot().snapshot_id == snapshot
-    assert _warehouse_files(home) == files
+    assert load_table(home).current_snapshot().snapshot_id == snapshot
+    assert warehouse_files(home) == files
     _converged(home, day1, day2, snapshots=2)
     # In the chunks themselves: only the keys that are not items of the index.
     chunked = set()
@@ -313,28 +282,32 @@ def test_delta_appends_and_skips_ids_already_in_the_index(home) -> None:
     }
 
 
-def test_full_rebuild_over_an_existing_warehouse_is_one_clean_snapshot(home) -> None:
-    day1, manifest1 = _day(home, DAY_1, seed=6)
+def test_full_build_over_an_existing_table_does_not_double_it(home) -> None:
+    day1, manifest1 = write_day(home, DAY_1, N_ITEMS, seed=6)
     bulk_ingest(manifest1, mode="full", h3_resolution=RESOLUTION, settings=home, **SYNC)
-    day2, manifest2 = _day(home, DAY_2, seed=7)
+    day2, manifest2 = write_day(home, DAY_2, N_ITEMS, seed=7)
     bulk_ingest(manifest2, mode="delta", settings=home, **SYNC)
-    assert len(_table(home).snapshots()) == 2
-    old_files = _warehouse_files(home)
+    assert len(load_table(home).snapshots()) == 2
 
-    day3, manifest3 = _day(home, DAY_3, seed=8)
-    summary = bulk_ingest(manifest3, mode="full", settings=home, **SYNC)
+    # A full build of an inventory listing day 1 again beside a new day 3: every item is
+    # fetched (full mode skips nothing), and day 1's rows, already in the table, are
+    # dropped at commit instead of being registered a second time.
+    day3 = generate_day(DAY_3, N_ITEMS, source_root=home.source_root, seed=8)
+    both = write_inventory(home.inventory, DAY_3, pa.concat_tables([day1.refs, day3.refs]))
+    summary = bulk_ingest(both, mode="full", settings=home, **SYNC)
     assert summary.mode == "full" and summary.reconciles, summary.render()
-    assert summary.files_registered == len(old_files) + summary.files_written
-    _converged(home, day1, day2, day3, snapshots=1)
-    assert old_files < _warehouse_files(home)
-    table_ids = _table(home).scan(selected_fields=("id",)).to_arrow()["id"].to_pylist()
-    _index_is_exactly(home, table_ids)
-    assert iceberg.table_resolution(_table(home)) == RESOLUTION
+    assert summary.already_ingested == 0
+    assert summary.items_written == len(day1.good_ids) + len(day3.good_ids)
+    assert summary.rows_already_registered > 0
+    _converged(home, day1, day2, day3, snapshots=3)
+    table_ids = load_table(home).scan(selected_fields=("id",)).to_arrow()["id"].to_pylist()
+    index_is_exactly(home, table_ids)
+    assert iceberg.table_resolution(load_table(home)) == RESOLUTION
 
 
 @pytest.mark.parametrize("killed", [False, True], ids=["retry", "retry-killed-in-phase-3"])
 def test_retry_pending_lands_the_failed_objects(home, tmp_path, monkeypatch, killed) -> None:
-    day, manifest = _day(home, DAY_1, seed=9)
+    day, manifest = write_day(home, DAY_1, N_ITEMS, seed=9)
     # A directory in place of an object: the read fails with a non-404 error (recorded
     # as pending, not as missing); the object is restored afterwards.
     broken = [k for k in day.item_keys if layout.item_id_from_key(k) in set(day.good_ids)][:3]
@@ -354,8 +327,10 @@ def test_retry_pending_lands_the_failed_objects(home, tmp_path, monkeypatch, kil
     assert sorted(failed["key"].to_pylist()) == sorted(broken)
     assert all(failed["error"].to_pylist())
     landed = [d for d in day.items if d["id"] not in {layout.item_id_from_key(k) for k in broken}]
-    assert _pairs(home) == _expected_pairs(
-        GeneratedDay(day.date, landed, day.refs, day.expected, [i["id"] for i in landed])
+    assert_pairs_match(
+        table_pairs(home),
+        GeneratedDay(day.date, landed, day.refs, day.expected, [i["id"] for i in landed]),
+        resolution=RESOLUTION,
     )
 
     for n, key in enumerate(broken):
@@ -388,7 +363,8 @@ def test_retry_pending_lands_the_failed_objects(home, tmp_path, monkeypatch, kil
         monkeypatch.setattr(phases, "compact_bucket", real)
         assert not storage.list_objects(layout.join(first.staging, "pending_chunks"))
     assert cli_main(retry) == 0
-    _converged(home, day, snapshots=1)
+    _converged(home, day, snapshots=2)  # the first run's, and the retried objects'
+
     record = storage.read_bytes(layout.run_complete(first.staging))
     assert b'"pending": 0' in record
     again = bulk_ingest(manifest, mode="full", settings=home, **SYNC)
@@ -413,30 +389,29 @@ FULL_BUILD = (
 KILL_POINTS = {
     "phase 2, after 2 chunks": ("earthcatalog_dagster.pipeline.phases", "ingest_chunk", 2),
     "phase 3, after 5 buckets": ("earthcatalog_dagster.pipeline.phases", "compact_bucket", 5),
-    # Full mode: the table is dropped and recreated empty, then killed before its files.
+    # The table is created at the first commit, then killed before its files.
     "phase 4, before registering": ("earthcatalog_dagster.core.catalog", "register_files", 0),
-    "phase 4, before the hash sync": ("earthcatalog_dagster.pipeline.bulk", "sync_hash_index", 0),
+    "phase 4, before the hash sync": ("earthcatalog_dagster.pipeline.commit", "sync_hash_index", 0),
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("skip_inventory", [False, True], ids=["same-command", "skip-inventory"])
 @pytest.mark.parametrize("kill", list(KILL_POINTS))
 def test_cli_killed_inside_a_phase_converges_on_rerun(home, tmp_path, kill, skip_inventory) -> None:
-    day, manifest = _day(home, DAY_1, seed=10)
+    day, manifest = write_day(home, DAY_1, N_ITEMS, seed=10)
     command = ("--inventory", manifest, *FULL_BUILD)
 
     killed = _cli_killed(home, tmp_path, KILL_POINTS[kill], *command)
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr[-3000:]
     if kill.startswith("phase 2"):
-        assert _table(home) is None
+        assert load_table(home) is None
     elif kill.startswith("phase 3"):
-        assert _table(home) is None
-        assert len(_warehouse_files(home)) >= 5
+        assert load_table(home) is None
+        assert len(warehouse_files(home)) >= 5
     elif kill == "phase 4, before registering":
-        assert _pairs(home) == []  # a fresh empty table
+        assert table_pairs(home) == []  # a fresh empty table
     else:
-        assert _pairs(home) == _expected_pairs(day)
+        assert_pairs_match(table_pairs(home), day, resolution=RESOLUTION)
         assert len(load_hash_index(home.warehouse_hash)) == 0
 
     rerun = _cli(home, *command, *(["--skip-inventory"] if skip_inventory else []))
@@ -446,20 +421,20 @@ def test_cli_killed_inside_a_phase_converges_on_rerun(home, tmp_path, kill, skip
     done = 2 if kill.startswith("phase 2") else chunks
     assert f"Chunks : {chunks} ({done} already done)" in out
     # And once more: a no-op.
-    snapshot = _table(home).current_snapshot().snapshot_id
+    snapshot = load_table(home).current_snapshot().snapshot_id
     again = bulk_ingest(manifest, mode="full", settings=home, **SYNC)
-    assert again.reconciles and again.snapshot_id == snapshot
+    assert again.reconciles
+    assert load_table(home).current_snapshot().snapshot_id == snapshot
     _converged(home, day, snapshots=1)
 
 
-@pytest.mark.slow
 def test_operators_smoke_test_and_rerun_after_crash(home, tmp_path) -> None:
-    day1, manifest1 = _day(home, DAY_1, seed=11)
+    day1, manifest1 = write_day(home, DAY_1, N_ITEMS, seed=11)
     _ok(_cli(home, "--inventory", manifest1, *FULL_BUILD, entry="script"))
     _converged(home, day1, snapshots=1)
 
     # The daily delta of the next day, as daily_delta produces it.
-    day2, manifest2 = _day(home, DAY_2, seed=12)
+    day2, manifest2 = write_day(home, DAY_2, N_ITEMS, seed=12)
     pending2 = layout.delta_pending(home.delta_prefix, DAY_2)
     made = daily_delta(
         manifest2, delta_prefix=home.delta_prefix, date=DAY_2, hash_index_uri=home.warehouse_hash
@@ -484,7 +459,7 @@ def test_operators_smoke_test_and_rerun_after_crash(home, tmp_path) -> None:
 
     # A third day: the same smoke test killed in Phase 3, then the operators' re-run
     # after a crash (existing chunks, no lock, a local Dask cluster).
-    day3, manifest3 = _day(home, DAY_3, seed=13)
+    day3, manifest3 = write_day(home, DAY_3, N_ITEMS, seed=13)
     pending3 = layout.delta_pending(home.delta_prefix, DAY_3)
     daily_delta(
         manifest3, delta_prefix=home.delta_prefix, date=DAY_3, hash_index_uri=home.warehouse_hash
@@ -522,7 +497,7 @@ def test_operators_smoke_test_and_rerun_after_crash(home, tmp_path) -> None:
     ids=["unknown-scheduler", "skip-inventory-without-chunks", "missing-inventory"],
 )
 def test_bad_arguments_fail_at_once(home, capsys, args, message) -> None:
-    _, manifest = _day(home, DAY_1, seed=14, n=10)
+    _, manifest = write_day(home, DAY_1, 10, seed=14)
     if args == ("--inventory-missing",):
         manifest, args = str(Path(home.inventory) / "nope" / "manifest.json"), ()
     before = {str(p) for p in Path(home.home).rglob("*")}

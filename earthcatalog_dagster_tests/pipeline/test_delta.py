@@ -207,3 +207,42 @@ def test_cli_daily_delta(home, capsys) -> None:
     assert main([*argv[:1], missing, *argv[2:6], "--date", DAY_2.isoformat()]) == 2
     err = capsys.readouterr().err
     assert missing in err and layout.delta_pending(home.delta_prefix, DAY_2) in err
+
+
+def test_an_aliased_key_is_never_in_a_delta_again(home) -> None:
+    """A key whose item id differs from its file name is excluded through the alias file,
+    both from a fresh delta and from a reused one; the index keeps only item ids."""
+    from earthcatalog_dagster.core.hash_index import count_hash_index, merge_aliases
+
+    keys = _keys("a", 10)
+    renamed = keys[3]  # its item's id is "renamed_item", not the file name
+    write_inventory(home.inventory, DAY_1, _refs(keys, DAY_1))
+    first = _run(home, DAY_1)
+    assert first.rows == 10  # nothing ingested yet
+
+    # The run ingested keys[:5]; keys[3]'s item sits in the index under its own id.
+    ingested_ids = [layout.item_id_from_key(k) for k in keys[:5] if k != renamed]
+    write_hash_index(HashIndex.from_ids([*ingested_ids, "renamed_item"]), home.warehouse_hash)
+    # Without its alias the renamed key would be fetched again:
+    pruned = _run(home, DAY_1)
+    assert pruned.reused and pruned.pruned == 4 and renamed in _delta_keys(home, DAY_1)
+
+    merge_aliases(home.warehouse_hash, ids_of_keys(pa.array([renamed])))
+    again = _run(home, DAY_1)  # reuse path prunes it now
+    assert again.pruned == 1 and sorted(_delta_keys(home, DAY_1)) == sorted(keys[5:])
+
+    storage.delete(layout.delta_pending(home.delta_prefix, DAY_1))
+    fresh = _run(home, DAY_1)  # inventory path excludes it
+    assert (fresh.source_rows, fresh.already_ingested, fresh.rows) == (10, 5, 5)
+    assert sorted(_delta_keys(home, DAY_1)) == sorted(keys[5:])
+
+    # An older pending delta holding the key is not carried over either.
+    storage.write_parquet(
+        pa.table({"bucket": [SOURCE_BUCKET], "key": [renamed]}),
+        layout.delta_pending(home.delta_prefix, DAY_1 - dt.timedelta(days=1)),
+    )
+    write_inventory(home.inventory, DAY_2, _refs([], DAY_2))
+    carried = _run(home, DAY_2)
+    assert carried.carried == 5  # DAY_1's five, not the aliased key of the day before
+    assert sorted(_delta_keys(home, DAY_2)) == sorted(keys[5:])
+    assert count_hash_index(home.warehouse_hash) == 5  # item ids only

@@ -7,34 +7,21 @@ from earthcatalog_dagster import ingest, layout
 from earthcatalog_dagster.core import catalog as iceberg
 from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.hash_index import load_hash_index
-from earthcatalog_dagster.core.partitioning import cells_for_geometry
+from earthcatalog_dagster.pipeline import commit as commit_module
 from earthcatalog_dagster.pipeline import ingest as ingest_module
 from earthcatalog_dagster.pipeline.info import catalog_info
-from earthcatalog_dagster.synthetic import generate_day, write_inventory
 from earthcatalog_dagster_tests.conftest import DAY_1, DAY_2, local_and_s3
+from earthcatalog_dagster_tests.helpers import assert_pairs_match, table_pairs, write_day
 
-
-def _table_rows(settings) -> list[tuple[str, str]]:
-    table = iceberg.load_table(iceberg.open_catalog(settings.catalog, settings.warehouse))
-    rows = table.scan(selected_fields=("id", "grid_partition")).to_arrow()
-    return list(zip(rows["id"].to_pylist(), rows["grid_partition"].to_pylist(), strict=True))
-
-
-def _expected_pairs(day) -> list[tuple[str, str]]:
-    return sorted((i["id"], c) for i in day.items for c in cells_for_geometry(i["geometry"], 1))
-
-
-def _day(settings, date, n, *, fmt="parquet", seed=0):
-    day = generate_day(date, n, source_root=settings.source_root, seed=seed)
-    manifest = write_inventory(settings.inventory, date, day.refs, fmt=fmt)
-    return day, manifest
+# End to end (whole ingests, Dagster runs, S3 servers): out of the fast lane.
+pytestmark = pytest.mark.slow
 
 
 @local_and_s3
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_ingest_builds_the_catalog_and_reconciles(home, fmt) -> None:
-    day, manifest = _day(home, DAY_1, 150 if storage.is_local(home.warehouse) else 60, fmt=fmt)
-    summary = ingest(manifest, settings=home)
+    day, manifest = write_day(home, DAY_1, 150 if storage.is_local(home.warehouse) else 60, fmt=fmt)
+    summary = ingest(manifest, settings=home, h3_resolution=1)
 
     assert summary.mode == "full"
     assert summary.reconciles, summary.as_dict()
@@ -46,7 +33,7 @@ def test_ingest_builds_the_catalog_and_reconciles(home, fmt) -> None:
     assert summary.items_written == len(day.good_ids)
 
     # Each id once per overlapping cell and nowhere else.
-    assert sorted(_table_rows(home)) == _expected_pairs(day)
+    assert_pairs_match(table_pairs(home), day)
 
     # Iceberg partition values (from the writer's own footers) match each file's path.
     table = iceberg.load_table(iceberg.open_catalog(home.catalog, home.warehouse))
@@ -76,12 +63,12 @@ def test_ingest_builds_the_catalog_and_reconciles(home, fmt) -> None:
 
 @local_and_s3
 def test_rerun_adds_no_file_row_or_hash(home) -> None:
-    _, manifest = _day(home, DAY_1, 80)
-    first = ingest(manifest, settings=home)
+    _, manifest = write_day(home, DAY_1, 80)
+    first = ingest(manifest, settings=home, h3_resolution=1)
     files_before = sorted(o.uri for o in storage.list_objects(home.warehouse, suffix=".parquet"))
-    rows_before = sorted(_table_rows(home))
+    rows_before = table_pairs(home)
 
-    again = ingest(manifest, settings=home)
+    again = ingest(manifest, settings=home, h3_resolution=1)
     assert again.mode == "delta"
     assert again.files_written == 0 and again.snapshot_id is None
     assert again.already_ingested == first.items_written
@@ -90,101 +77,93 @@ def test_rerun_adds_no_file_row_or_hash(home) -> None:
         sorted(o.uri for o in storage.list_objects(home.warehouse, suffix=".parquet"))
         == files_before
     )
-    assert sorted(_table_rows(home)) == rows_before
+    assert table_pairs(home) == rows_before
 
 
 def test_next_day_appends_as_delta(home) -> None:
-    day1, manifest1 = _day(home, DAY_1, 60, seed=1)
-    ingest(manifest1, settings=home)
-    day2, manifest2 = _day(home, DAY_2, 70, seed=2)
-    summary = ingest(manifest2, settings=home)
+    day1, manifest1 = write_day(home, DAY_1, 60, seed=1)
+    ingest(manifest1, settings=home, h3_resolution=1)
+    day2, manifest2 = write_day(home, DAY_2, 70, seed=2)
+    summary = ingest(manifest2, settings=home, h3_resolution=1)
     assert summary.mode == "delta" and summary.reconciles
-    assert sorted(_table_rows(home)) == sorted(_expected_pairs(day1) + _expected_pairs(day2))
+    assert_pairs_match(table_pairs(home), day1, day2)
     assert len(load_hash_index(home.warehouse_hash)) == len(set(day1.good_ids) | set(day2.good_ids))
 
 
 def test_run_killed_before_hash_index_update_heals_on_rerun(home, monkeypatch) -> None:
-    day1, manifest1 = _day(home, DAY_1, 40, seed=3)
-    ingest(manifest1, settings=home)
-    day2, manifest2 = _day(home, DAY_2, 50, seed=4)
-
-    real_sync = ingest_module.sync_hash_index
-    calls = {"n": 0}
+    day1, manifest1 = write_day(home, DAY_1, 40, seed=3)
+    ingest(manifest1, settings=home, h3_resolution=1)
+    day2, manifest2 = write_day(home, DAY_2, 50, seed=4)
 
     def dies_after_registering(table, uri, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:  # the sync after registration: the process "dies" here
-            raise SystemExit("killed")
-        return real_sync(table, uri, **kwargs)
+        raise SystemExit("killed")  # the sync after registration: the process "dies" here
 
-    monkeypatch.setattr(ingest_module, "sync_hash_index", dies_after_registering)
+    monkeypatch.setattr(commit_module, "sync_hash_index", dies_after_registering)
     with pytest.raises(SystemExit):
-        ingest(manifest2, settings=home)
-    monkeypatch.setattr(ingest_module, "sync_hash_index", real_sync)
+        ingest(manifest2, settings=home, h3_resolution=1)
+    monkeypatch.undo()
+    assert len(load_hash_index(home.warehouse_hash)) == len(set(day1.good_ids))
 
-    rerun = ingest(manifest2, settings=home)
+    rerun = ingest(manifest2, settings=home, h3_resolution=1)
     assert rerun.reconciles
     assert rerun.files_written == 0  # everything was registered before the kill
-    rows = _table_rows(home)
-    assert len(rows) == len(set(rows))
-    assert sorted(rows) == sorted(_expected_pairs(day1) + _expected_pairs(day2))
+    assert_pairs_match(table_pairs(home), day1, day2)
     assert len(load_hash_index(home.warehouse_hash)) == len(set(day1.good_ids) | set(day2.good_ids))
 
 
 def test_run_killed_after_writing_files_overwrites_them_on_rerun(home, monkeypatch) -> None:
-    day1, manifest1 = _day(home, DAY_1, 40, seed=5)
+    day1, manifest1 = write_day(home, DAY_1, 40, seed=5)
 
     def dies(*args, **kwargs):
         raise SystemExit("killed before registering")
 
-    monkeypatch.setattr(ingest_module.iceberg, "rebuild_table", dies)
+    monkeypatch.setattr(commit_module.iceberg, "register_files", dies)
     with pytest.raises(SystemExit):
-        ingest(manifest1, settings=home)
+        ingest(manifest1, settings=home, h3_resolution=1)
     monkeypatch.undo()
     written = sorted(o.uri for o in storage.list_objects(home.warehouse, suffix=".parquet"))
     assert written
 
-    summary = ingest(manifest1, settings=home)
+    summary = ingest(manifest1, settings=home, h3_resolution=1)
     assert summary.reconciles
     after = sorted(o.uri for o in storage.list_objects(home.warehouse, suffix=".parquet"))
     assert after == written  # same deterministic names, no second copy
-    rows = _table_rows(home)
-    assert sorted(rows) == _expected_pairs(day1)
+    assert_pairs_match(table_pairs(home), day1)
 
 
 def test_since_and_limit(home) -> None:
-    _, manifest = _day(home, DAY_1, 50)
-    summary = ingest(manifest, settings=home, limit=10)
+    _, manifest = write_day(home, DAY_1, 50)
+    summary = ingest(manifest, settings=home, limit=10, h3_resolution=1)
     assert summary.source_rows == 10 and summary.reconciles
-    later = ingest(manifest, settings=home, since="2099-01-01")
+    later = ingest(manifest, settings=home, since="2099-01-01", h3_resolution=1)
     assert later.source_rows == 0
 
 
 def test_null_geometry_items_land_in_none_cell(home) -> None:
-    day, manifest = _day(home, DAY_1, 30)
-    ingest(manifest, settings=home)
+    day, manifest = write_day(home, DAY_1, 30)
+    ingest(manifest, settings=home, h3_resolution=1)
     null_ids = {layout.item_id_from_key(k) for k in day.expected["null_geometry"]}
     assert null_ids
-    rows = _table_rows(home)
+    rows = table_pairs(home)
     assert {(i, layout.NO_CELL) for i in null_ids} <= set(rows)
 
 
 def test_resolution_is_stored_and_enforced(home) -> None:
-    _, manifest = _day(home, DAY_1, 20)
+    _, manifest = write_day(home, DAY_1, 20)
     ingest(manifest, settings=home, h3_resolution=2)
     table = iceberg.load_table(iceberg.open_catalog(home.catalog, home.warehouse))
     assert iceberg.table_resolution(table) == 2
-    _, manifest2 = _day(home, DAY_2, 20, seed=9)
+    _, manifest2 = write_day(home, DAY_2, 20, seed=9)
     with pytest.raises(ValueError, match="resolution"):
         ingest(manifest2, settings=home, h3_resolution=1)
 
 
 def test_process_pool_path_gives_the_same_catalog(home, monkeypatch) -> None:
     # Runs past PARALLEL_AFTER_ROWS parse and fan out in worker processes; force it here.
-    day, manifest = _day(home, DAY_1, 120, seed=21)
+    day, manifest = write_day(home, DAY_1, 120, seed=21)
     monkeypatch.setattr(ingest_module, "PARALLEL_AFTER_ROWS", 0)
-    summary = ingest(manifest, settings=home, batch_rows=25, workers=2)
+    summary = ingest(manifest, settings=home, batch_rows=25, workers=2, h3_resolution=1)
     assert summary.reconciles, summary.as_dict()
     assert summary.items_written == len(day.good_ids)
-    assert sorted(_table_rows(home)) == _expected_pairs(day)
+    assert_pairs_match(table_pairs(home), day)
     assert len(load_hash_index(home.warehouse_hash)) == len(set(day.good_ids))

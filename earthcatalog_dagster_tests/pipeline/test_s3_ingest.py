@@ -16,33 +16,29 @@ from earthcatalog_dagster import ingest, layout
 from earthcatalog_dagster.config import Settings
 from earthcatalog_dagster.core import catalog as iceberg
 from earthcatalog_dagster.core import lock, remote_catalog, storage
-from earthcatalog_dagster.core.hash_index import hash_ids, load_hash_index
-from earthcatalog_dagster.core.partitioning import cells_for_geometry
 from earthcatalog_dagster.synthetic import (
     INVENTORY_BUCKET,
     SOURCE_BUCKET,
-    GeneratedDay,
     generate_day,
     write_inventory,
 )
 from earthcatalog_dagster_tests.conftest import DAY_1, DAY_2
 from earthcatalog_dagster_tests.core.fault_proxy import fault_proxy
 from earthcatalog_dagster_tests.core.moto_s3 import KEY_ID, SECRET
+from earthcatalog_dagster_tests.helpers import (
+    assert_pairs_match,
+    index_holds,
+    pairs_match,
+    scan_pairs,
+    write_day,
+)
 from earthcatalog_dagster_tests.s3_fixtures import point_env_at
+
+# End to end (whole ingests, Dagster runs, S3 servers): out of the fast lane.
+pytestmark = pytest.mark.slow
 
 N_ITEMS = 40
 CHILD_TIMEOUT_S = 120
-
-
-def _day(settings: Settings, date, seed: int, n: int = N_ITEMS) -> tuple[GeneratedDay, str]:
-    day = generate_day(date, n, source_root=settings.source_root, seed=seed)
-    return day, write_inventory(settings.inventory, date, day.refs)
-
-
-def _expected_pairs(*days: GeneratedDay) -> list[tuple[str, str]]:
-    return sorted(
-        (i["id"], c) for d in days for i in d.items for c in cells_for_geometry(i["geometry"], 1)
-    )
 
 
 def _remote_table(settings: Settings):
@@ -51,24 +47,13 @@ def _remote_table(settings: Settings):
     return iceberg.load_table(iceberg.open_catalog(path, settings.warehouse))
 
 
-def _pairs(table) -> list[tuple[str, str]]:
-    rows = table.scan(selected_fields=("id", "grid_partition")).to_arrow()
-    return sorted(zip(rows["id"].to_pylist(), rows["grid_partition"].to_pylist(), strict=True))
-
-
-def _index_holds(settings: Settings, *days: GeneratedDay) -> None:
-    ids = sorted({i for d in days for i in d.good_ids})
-    index = load_hash_index(settings.warehouse_hash)
-    assert len(index) == len(ids) and bool(index.contains(hash_ids(ids)).all())
-
-
 # --- two processes race for the catalog --------------------------------------------------------
 
 
 def _child(settings: Settings, manifest: str, barrier: Any, timeout: float, out: Any) -> None:
     barrier.wait(timeout=CHILD_TIMEOUT_S)
     try:
-        summary = ingest(manifest, settings=settings, lock_timeout=timeout)
+        summary = ingest(manifest, settings=settings, lock_timeout=timeout, h3_resolution=1)
         out.put(("ok", summary.files_registered))
     except lock.LockHeld as exc:
         out.put(("lock held", str(exc)))
@@ -93,27 +78,27 @@ def _race(settings: Settings, tmp_path, manifests: list[str], timeout: float) ->
 
 def test_two_processes_race_for_the_remote_catalog_and_both_land(s3_home, tmp_path) -> None:
     # The first run builds the table; then two runs commit at the same time.
-    day0, manifest0 = _day(s3_home, DAY_1, seed=10, n=20)
-    ingest(manifest0, settings=s3_home)
+    day0, manifest0 = write_day(s3_home, DAY_1, 20, seed=10)
+    ingest(manifest0, settings=s3_home, h3_resolution=1)
     (day1, manifest1), (day2, manifest2) = (
-        _day(s3_home, DAY_2, 11),
-        _day(s3_home, DAY_2.replace(day=29), 12),
+        write_day(s3_home, DAY_2, N_ITEMS, seed=11),
+        write_day(s3_home, DAY_2.replace(day=29), N_ITEMS, seed=12),
     )
     results = _race(s3_home, tmp_path, [manifest1, manifest2], timeout=CHILD_TIMEOUT_S)
     assert [r[0] for r in results] == ["ok", "ok"]  # the second waited for the first
 
     table = _remote_table(s3_home)
-    pairs = _pairs(table)
+    pairs = scan_pairs(table)
     assert len(pairs) == len(set(pairs))
-    assert pairs == _expected_pairs(day0, day1, day2)  # no registration lost
+    assert_pairs_match(pairs, day0, day1, day2)  # no registration lost
     assert len(table.snapshots()) == 3
-    _index_holds(s3_home, day0, day1, day2)
+    index_holds(s3_home, day0, day1, day2)
     assert not storage.exists(layout.catalog_lock(s3_home.catalog_remote))
 
 
 def test_a_racer_that_cannot_wait_fails_cleanly_and_its_rerun_lands(s3_home, tmp_path) -> None:
-    day1, manifest1 = _day(s3_home, DAY_1, 13)
-    day2, manifest2 = _day(s3_home, DAY_2, 14)
+    day1, manifest1 = write_day(s3_home, DAY_1, N_ITEMS, seed=13)
+    day2, manifest2 = write_day(s3_home, DAY_2, N_ITEMS, seed=14)
     results = _race(s3_home, tmp_path, [manifest1, manifest2], timeout=0.0)
     outcomes = sorted(r[0] for r in results)
     assert outcomes == ["lock held", "ok"], results
@@ -122,12 +107,12 @@ def test_a_racer_that_cannot_wait_fails_cleanly_and_its_rerun_lands(s3_home, tmp
 
     # The catalog holds exactly the winner's day, intact.
     table = _remote_table(s3_home)
-    pairs = _pairs(table)
-    assert pairs in (_expected_pairs(day1), _expected_pairs(day2))
-    loser = manifest2 if pairs == _expected_pairs(day1) else manifest1
-    ingest(loser, settings=s3_home)
-    assert _pairs(_remote_table(s3_home)) == _expected_pairs(day1, day2)
-    _index_holds(s3_home, day1, day2)
+    pairs = scan_pairs(table)
+    assert pairs_match(pairs, day1) or pairs_match(pairs, day2)
+    loser = manifest2 if pairs_match(pairs, day1) else manifest1
+    ingest(loser, settings=s3_home, h3_resolution=1)
+    assert_pairs_match(scan_pairs(_remote_table(s3_home)), day1, day2)
+    index_holds(s3_home, day1, day2)
 
 
 # --- faults on the item GETs ---------------------------------------------------------------------
@@ -136,7 +121,7 @@ def test_a_racer_that_cannot_wait_fails_cleanly_and_its_rerun_lands(s3_home, tmp
 def test_slowdowns_and_dropped_connections_on_item_gets_lose_nothing(
     s3_server, s3_home, monkeypatch
 ) -> None:
-    day, manifest = _day(s3_home, DAY_1, seed=15, n=50)
+    day, manifest = write_day(s3_home, DAY_1, 50, seed=15)
 
     def fault(method: str, path: str, n: int) -> str | None:
         # About two thirds of the items fail their first one or two GETs.
@@ -147,7 +132,7 @@ def test_slowdowns_and_dropped_connections_on_item_gets_lose_nothing(
 
     with fault_proxy(s3_server.endpoint, fault) as proxy:
         point_env_at(monkeypatch, s3_server.env(proxy.endpoint))
-        summary = ingest(manifest, settings=s3_home)
+        summary = ingest(manifest, settings=s3_home, h3_resolution=1)
     point_env_at(monkeypatch, s3_server.env())  # the proxy is gone
     assert proxy.injected["503"] >= 10 and proxy.injected["drop"] >= 5, proxy.injected
     # Every object is written by whole single PUTs: no multipart upload, no append. (A PUT
@@ -161,8 +146,8 @@ def test_slowdowns_and_dropped_connections_on_item_gets_lose_nothing(
     assert summary.reconciles, summary.as_dict()
     assert summary.failed == 0
     assert summary.items_written == len(day.good_ids)
-    assert _pairs(_remote_table(s3_home)) == _expected_pairs(day)
-    _index_holds(s3_home, day)
+    assert_pairs_match(scan_pairs(_remote_table(s3_home)), day)
+    index_holds(s3_home, day)
 
 
 # --- anonymous reads of the public source bucket -------------------------------------------------
@@ -177,10 +162,10 @@ def test_items_are_read_unsigned_from_the_public_bucket(s3_home, tmp_path) -> No
             storage.write_bytes(f"s3://{SOURCE_BUCKET}/{key}", storage.read_bytes(path))
     manifest = write_inventory(s3_home.inventory, "2026-03-03", day.refs)
     public = dataclasses.replace(s3_home, source_root=None)
-    summary = ingest(manifest, settings=public)
+    summary = ingest(manifest, settings=public, h3_resolution=1)
     assert summary.reconciles and summary.failed == 0
     assert summary.items_written == len(day.good_ids)
-    assert _pairs(_remote_table(public)) == _expected_pairs(day)
+    assert_pairs_match(scan_pairs(_remote_table(public)), day)
 
 
 def test_a_private_source_object_fails_clearly_naming_bucket_and_key(s3_home) -> None:
@@ -190,7 +175,9 @@ def test_a_private_source_object_fails_clearly_naming_bucket_and_key(s3_home) ->
     inventory = layout.join(s3_home.staging, "private_refs.parquet")
     storage.write_parquet(refs, inventory)
     with pytest.raises(storage.AccessDenied) as err:
-        ingest(inventory, settings=dataclasses.replace(s3_home, source_root=None))
+        ingest(
+            inventory, settings=dataclasses.replace(s3_home, source_root=None), h3_resolution=1
+        )
     assert (err.value.bucket, err.value.key) == (INVENTORY_BUCKET, key)
     assert INVENTORY_BUCKET in str(err.value) and key in str(err.value)
     assert KEY_ID not in str(err.value) and SECRET not in str(err.value)

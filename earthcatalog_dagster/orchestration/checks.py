@@ -1,0 +1,231 @@
+"""The asset checks of group ``ingest``: one function per check, each on typed inputs.
+
+A step reads what its checks need once — the new warehouse files' rows
+(:class:`NewRows`), the hash index — and hands the same objects to every check, so no
+file and no index is read twice in a step. The check specs live here too, beside the
+functions that evaluate them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cached_property
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
+
+from earthcatalog_dagster import layout
+from earthcatalog_dagster.core import storage
+from earthcatalog_dagster.core.hash_index import HashIndex, hash_ids, load_hash_index
+from earthcatalog_dagster.core.inventory import ids_of_keys
+from earthcatalog_dagster.orchestration.descriptors import AlreadyIngested, NdjsonDescriptor
+
+FILES_MATCH = "files_match_their_bucket"
+NO_DUPLICATES = "no_duplicate_rows"
+DELTA_ACCOUNTED = "delta_accounted_for"
+INDEX_HOLDS = "index_holds_new_ids"
+_READ_THREADS = 8
+
+WAREHOUSE_CHECKS = [
+    AssetCheckSpec(
+        FILES_MATCH,
+        asset="warehouse_parquets",
+        blocking=True,
+        description="Every new file holds exactly one (cell, year), the one its path names",
+    ),
+    AssetCheckSpec(
+        NO_DUPLICATES,
+        asset="warehouse_parquets",
+        blocking=True,
+        description=(
+            "No (id, grid_partition) twice among the new rows; rows whose id the table "
+            "holds already are dropped at registration"
+        ),
+    ),
+    AssetCheckSpec(
+        DELTA_ACCOUNTED,
+        asset="warehouse_parquets",
+        description="Every id of the delta is in the new files, in rejects or pending",
+    ),
+]
+HASH_INDEX_CHECKS = [
+    AssetCheckSpec(
+        INDEX_HOLDS,
+        asset="hash_index",
+        description="The hash index holds every id of the new warehouse files",
+    )
+]
+
+
+@dataclass(frozen=True)
+class NewRows:
+    """The ``id``, ``grid_partition`` and ``datetime`` of each new warehouse file, read once.
+
+    Files that are gone are left out: on a rerun, registration may have deleted a file
+    whose every row another run registered first (pipeline/overlap.py).
+    """
+
+    files: tuple[str, ...]
+    parts: tuple[pa.Table, ...]
+
+    @classmethod
+    def read(cls, files: Iterable[str]) -> NewRows:
+        present = [uri for uri in files if storage.exists(uri)]
+        with ThreadPoolExecutor(max_workers=_READ_THREADS) as pool:
+            parts = list(
+                pool.map(
+                    lambda uri: storage.read_parquet(
+                        uri, columns=["id", "grid_partition", "datetime"]
+                    ),
+                    present,
+                )
+            )
+        return cls(tuple(present), tuple(parts))
+
+    @cached_property
+    def table(self) -> pa.Table | None:
+        return pa.concat_tables(self.parts) if self.parts else None
+
+    @cached_property
+    def ids(self) -> pa.Array:
+        """The distinct ids of the new rows."""
+        if self.table is None:
+            return pa.array([], pa.string())
+        return pc.unique(self.table["id"].combine_chunks())
+
+
+def load_index(uri: str) -> HashIndex:
+    """The hash index, loaded once per step for all its checks (missing: empty)."""
+    return load_hash_index(uri)
+
+
+def read_ids_by_file(files: Iterable[str]) -> dict[str, pa.Array]:
+    """Each file's ``id`` column, read once: the hash-index sync takes them as
+    ``known_ids`` (so it does not read the files again) and the check looks them up."""
+    files = list(files)
+
+    def ids(uri: str) -> pa.Array:
+        return storage.read_parquet(uri, columns=["id"])["id"].combine_chunks()
+
+    with ThreadPoolExecutor(max_workers=_READ_THREADS) as pool:
+        return dict(zip(files, pool.map(ids, files), strict=True))
+
+
+def concat_ids(arrays: Iterable[pa.Array]) -> pa.Array:
+    arrays = list(arrays)
+    return pa.concat_arrays(arrays) if arrays else pa.array([], pa.string())
+
+
+def files_match_their_bucket(new: NewRows) -> AssetCheckResult:
+    """Each file holds exactly the (cell, year) its path names (``add_files`` infers the
+    partition from the file's statistics, so a file spanning two would break the table)."""
+    mismatched = []
+    for uri, rows in zip(new.files, new.parts, strict=True):
+        cell, year = layout.parse_warehouse_file(uri) or ("?", "?")
+        cells = set(pc.unique(rows["grid_partition"]).to_pylist())
+        years = {
+            str(y) if y is not None else layout.NO_YEAR
+            for y in pc.unique(pc.year(rows["datetime"])).to_pylist()
+        }
+        if cells != {cell} or years != {year}:
+            mismatched.append(f"{uri}: cells {sorted(cells)}, years {sorted(years)}")
+    return AssetCheckResult(
+        check_name=FILES_MATCH,
+        passed=not mismatched,
+        metadata={"files checked": len(new.files), "mismatched": "\n".join(mismatched[:20])},
+    )
+
+
+def no_duplicate_rows(new: NewRows, index: HashIndex) -> AssetCheckResult:
+    """No (id, grid_partition) twice among the new rows; reports (without failing) how
+    many new ids the index holds already: registration drops those rows."""
+    table = new.table
+    pairs = table.num_rows if table is not None else 0
+    distinct = (
+        pc.count_distinct(
+            pc.binary_join_element_wise(table["id"], table["grid_partition"], "\x00")
+        ).as_py()
+        if table is not None
+        else 0
+    )
+    already = int(index.contains(hash_ids(new.ids)).sum()) if len(new.ids) else 0
+    return AssetCheckResult(
+        check_name=NO_DUPLICATES,
+        passed=distinct == pairs,
+        metadata={
+            "new rows": pairs,
+            "repeated (id, cell) among new rows": pairs - distinct,
+            "new ids already in the table (dropped at registration)": already,
+        },
+    )
+
+
+def _keys_under(folder: str) -> list[pa.ChunkedArray]:
+    return [
+        storage.read_parquet(o.uri, columns=["key"])["key"]
+        for o in storage.list_objects(folder, suffix=".parquet")
+    ]
+
+
+def delta_accounted_for(
+    new: NewRows, index: HashIndex, staging: str, ndjson: NdjsonDescriptor
+) -> AssetCheckResult:
+    """Every id of the run's chunks is in a new file, recorded as rejected/missing or
+    pending retry, or already in the table (a delta reused after a partial run); and the
+    counts of ``ndjson_items`` add up."""
+    chunk_keys = _keys_under(layout.join(staging, "chunks"))
+    recorded = [
+        keys
+        for part in ("rejects", "pending_chunks")
+        for keys in _keys_under(layout.join(staging, part))
+    ]
+    delta_ids = pc.unique(pa.chunked_array([ids_of_keys(k) for k in chunk_keys], pa.string()))
+    known = pa.chunked_array(
+        [new.ids, *(ids_of_keys(k) for k in recorded)], type=pa.string()
+    ).combine_chunks()
+    unaccounted = delta_ids.filter(pc.invert(pc.is_in(delta_ids, value_set=known)))
+    if len(unaccounted):
+        unaccounted = unaccounted.filter(pa.array(~index.contains(hash_ids(unaccounted))))
+    counts_add_up = ndjson.items + ndjson.rejected + ndjson.missing + ndjson.failed == ndjson.rows
+    return AssetCheckResult(
+        check_name=DELTA_ACCOUNTED,
+        passed=counts_add_up and len(unaccounted) == 0,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "delta ids": len(delta_ids),
+            "in warehouse": ndjson.items,
+            "rejected": ndjson.rejected,
+            "missing (404)": ndjson.missing,
+            "pending retry": ndjson.failed,
+            "unaccounted": len(unaccounted),
+            "unaccounted sample": ", ".join(unaccounted.slice(0, 5).to_pylist()),
+        },
+    )
+
+
+def index_holds_new_ids(new_ids: pa.Array, index: HashIndex | None) -> AssetCheckResult:
+    """The hash index (as the step's sync wrote it) holds every id of the new files."""
+    if index is None:  # no table: nothing was registered, so nothing to hold
+        index = HashIndex.empty()
+    missing = int((~index.contains(hash_ids(new_ids))).sum()) if len(new_ids) else 0
+    return AssetCheckResult(
+        check_name=INDEX_HOLDS,
+        passed=missing == 0,
+        metadata={"ids checked": len(new_ids), "ids missing from the index": missing},
+    )
+
+
+def skipped(specs: Sequence[AssetCheckSpec], ingested: AlreadyIngested) -> list[AssetCheckResult]:
+    """The checks of a step that did nothing (the date was ingested already): they pass,
+    saying why nothing was checked."""
+    return [
+        AssetCheckResult(
+            check_name=spec.name,
+            passed=True,
+            metadata={"skipped": f"nothing new: {ingested.message}"},
+        )
+        for spec in specs
+    ]

@@ -143,6 +143,57 @@ def _iso_since(value: Any) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class MaintenanceOptions:
+    """How table maintenance (compaction, snapshot expiry, orphan cleanup) runs.
+
+    Attributes:
+        min_files: a (cell, year) with at least this many files is compacted.
+        small_file_bytes: files under this size count as small; a bucket with two or
+            more small files is compacted too.
+        compact_rows: the most rows one compacted file holds.
+        cells: only these H3 cells (all when ``None``).
+        years: only these years (all when ``None``).
+        max_buckets: compact at most this many buckets in one run (all when ``None``).
+        expire_older_than_days: snapshots older than this many days are expired...
+        retain_last: ...except the newest ``retain_last`` ones, which are always kept.
+        orphan_older_than_days: unreferenced files younger than this are left alone
+            (a run in progress writes them).
+        dry_run: plan and report, change nothing.
+        use_lock: hold the catalog lock while committing.
+        lock_timeout: seconds to wait for the lock.
+        skip_upload: never upload ``catalog.db`` to its remote copy (testing).
+    """
+
+    min_files: int = 4
+    small_file_bytes: int = 32 * 1024 * 1024
+    compact_rows: int = IngestOptions.compact_rows
+    cells: tuple[str, ...] | None = None
+    years: tuple[int, ...] | None = None
+    max_buckets: int | None = None
+    expire_older_than_days: float = 7.0
+    retain_last: int = 10
+    orphan_older_than_days: float = 3.0
+    dry_run: bool = False
+    use_lock: bool = IngestOptions.use_lock
+    lock_timeout: float = IngestOptions.lock_timeout
+    skip_upload: bool = IngestOptions.skip_upload
+
+    def __post_init__(self) -> None:
+        for name in ("min_files", "small_file_bytes", "compact_rows", "retain_last"):
+            _positive_int(name, getattr(self, name))
+        if self.max_buckets is not None:
+            _positive_int("max_buckets", self.max_buckets)
+        for name in ("expire_older_than_days", "orphan_older_than_days", "lock_timeout"):
+            if getattr(self, name) < 0:
+                raise OptionError(f"{name} must be 0 or more, not {getattr(self, name)}")
+        if self.cells is not None:
+            object.__setattr__(self, "cells", tuple(self.cells))
+        if self.years is not None:
+            object.__setattr__(self, "years", tuple(int(y) for y in self.years))
+
+
 #: The defaults, for flags and Config fields: ``DEFAULTS.chunk_size`` and so on.
 DEFAULTS = IngestOptions()
 NAMES = frozenset(f.name for f in fields(IngestOptions))
+MAINTENANCE_DEFAULTS = MaintenanceOptions()

@@ -68,14 +68,16 @@ from earthcatalog_dagster.pipeline.commit import (
     sync_index,
 )
 from earthcatalog_dagster.pipeline.delta import DeltaSourceNotFound, daily_delta
-from earthcatalog_dagster.pipeline.outcomes import SourceUnreadable, check_missing
+from earthcatalog_dagster.pipeline.hash_sync import merge_staged_aliases, read_staged_aliases
+from earthcatalog_dagster.pipeline.outcomes import (
+    MISMATCH_EXAMPLES,
+    SourceUnreadable,
+    check_missing,
+    describe_mismatches,
+)
 
 GROUP = "ingest"
 ICEBERG_POOL = "iceberg_commit"
-#: Phase-2 outputs of a date: cleared when a run finds its source unreadable, so the rerun
-#: (with the source root fixed) fetches every chunk again instead of trusting its markers.
-_PHASE_2_PARTS = ("staging", "markers", "pending_chunks", "rejects")
-
 _COMMON: dict[str, Any] = {
     "partitions_def": daily_partitions,
     "backfill_policy": backfill_policy,
@@ -349,8 +351,7 @@ def ndjson_items(
             example_key=next((r.example_missing for r in results if r.example_missing), None),
         )
     except SourceUnreadable as exc:
-        # The chunk markers would make a rerun trust this run's "missing" results.
-        phases.clear_staging(staging, _PHASE_2_PARTS)
+        phases.forget_phase_2(staging)
         raise Failure(
             description=str(exc),
             metadata={
@@ -360,9 +361,15 @@ def ndjson_items(
             },
         ) from None
     buckets = sorted({(cell, year) for r in results for cell, year, _ in r.buckets})
+    aliases = read_staged_aliases(staging)
     return Output(
         NdjsonDescriptor(buckets=tuple(buckets), resolution=plan.resolution, **totals),
         metadata={
+            "items whose id differs from their file name": aliases.num_rows,
+            "id ≠ file name examples": "\n".join(
+                describe_mismatches(aliases.slice(0, MISMATCH_EXAMPLES))
+            ),
+            "bboxes recomputed from the geometry": sum(r.bbox_fixed for r in results),
             "rows in": totals["rows"],
             "items fetched": totals["fetched"],
             "items missing (404)": totals["missing"],
@@ -552,6 +559,8 @@ def hash_index(
             synced = sync_index(
                 table, cfg, known_ids=known_ids, rebuild=iceberg_table.table_created
             )
+            # Keys whose item id differs: never fetched again (after the ids, like them).
+            merge_staged_aliases(_staging(roots, context), cfg.warehouse_hash)
     date = context.partition_key
     done = layout.delta_ingested(cfg.delta_prefix, date)
     storage.move(layout.delta_pending(cfg.delta_prefix, date), done)

@@ -22,6 +22,7 @@ from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.hash_index import HashIndex, hash_ids, load_hash_index
 from earthcatalog_dagster.core.inventory import ids_of_keys
 from earthcatalog_dagster.orchestration.descriptors import AlreadyIngested, NdjsonDescriptor
+from earthcatalog_dagster.pipeline.hash_sync import read_staged_aliases
 
 FILES_MATCH = "files_match_their_bucket"
 NO_DUPLICATES = "no_duplicate_rows"
@@ -183,8 +184,10 @@ def delta_accounted_for(
         for keys in _keys_under(layout.join(staging, part))
     ]
     delta_ids = pc.unique(pa.chunked_array([ids_of_keys(k) for k in chunk_keys], pa.string()))
+    # An item whose id differs from its file name is in the new files under its id.
+    aliased = read_staged_aliases(staging)["key_id"]
     known = pa.chunked_array(
-        [new.ids, *(ids_of_keys(k) for k in recorded)], type=pa.string()
+        [new.ids, aliased, *(ids_of_keys(k) for k in recorded)], type=pa.string()
     ).combine_chunks()
     unaccounted = delta_ids.filter(pc.invert(pc.is_in(delta_ids, value_set=known)))
     if len(unaccounted):

@@ -39,6 +39,7 @@ from earthcatalog_dagster.pipeline.compute import (
 from earthcatalog_dagster.pipeline.hash_sync import read_staged_aliases
 from earthcatalog_dagster.pipeline.outcomes import (
     MISMATCH_EXAMPLES,
+    SourceUnreadable,
     check_missing,
     describe_mismatches,
 )
@@ -300,13 +301,17 @@ def _phase_2_ndjson(run: _BulkRun, chunks: list[str], *, skip: bool) -> list[pha
         # A retried chunk's rows were counted once already as pending in their first chunk.
         if phases.chunk_number(result.chunk) >= RETRY_BASE:
             summary.pending -= result.rows
-    check_missing(
-        fetched=sum(r.fetched for r in results),
-        missing=sum(r.missing for r in results),
-        max_fraction=run.opts.max_missing_fraction,
-        source_root=run.cfg.source_root,
-        example_key=next((r.example_missing for r in results if r.example_missing), None),
-    )
+    try:
+        check_missing(
+            fetched=sum(r.fetched for r in results),
+            missing=sum(r.missing for r in results),
+            max_fraction=run.opts.max_missing_fraction,
+            source_root=run.cfg.source_root,
+            example_key=next((r.example_missing for r in results if r.example_missing), None),
+        )
+    except SourceUnreadable:
+        phases.forget_phase_2(run.staging_dir)
+        raise
     summary.seconds["phase 2 (ndjson)"] = time.perf_counter() - started
     return results
 

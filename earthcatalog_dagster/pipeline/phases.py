@@ -376,6 +376,15 @@ def _ndjson_rows(uri: str, data: bytes, cell: str) -> pa.Table:
     return parsed.table.append_column("grid_partition", cells).cast(WAREHOUSE_SCHEMA)
 
 
+def forget_phase_2(staging_dir: str) -> int:
+    """Drop what Phase 2 recorded (NDJSON, markers, failures, rejects, aliases), so a rerun
+    fetches every chunk again: after a run that found its source unreadable, the markers
+    would otherwise make the rerun trust that run's "missing" results."""
+    return clear_staging(
+        staging_dir, ("staging", "markers", "pending_chunks", "rejects", "aliases")
+    )
+
+
 def clear_markers(staging_dir: str) -> int:
     """After a successful registration: drop the NDJSON and the bucket markers.
 

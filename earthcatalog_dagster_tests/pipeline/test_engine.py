@@ -28,7 +28,10 @@ from earthcatalog_dagster_tests.conftest import DAY_1, DAY_2
 from earthcatalog_dagster_tests.helpers import (
     assert_pairs_match,
     catalog_holds_exactly,
+    checks_pass,
     load_table,
+    materialize_partition,
+    metadata,
     table_pairs,
     warehouse_files,
     write_day,
@@ -253,3 +256,28 @@ def test_half_written_files_of_a_killed_run_are_cleaned_on_the_rerun(home, monke
     ingest(manifest, settings=home, h3_resolution=1)
     assert not [p for p in debris if p.exists()]
     catalog_holds_exactly(home, day)
+
+
+def test_through_dagster_an_item_whose_id_differs_is_ingested_once(home) -> None:
+    """The same guarantee on the asset path: reported in ``ndjson_items``' metadata, kept as
+    an alias at commit, and left out of the next day's delta."""
+    day, _ = write_day(home, DAY_1, 40, seed=12)
+    renamed = _rename_items(home, day, 2)
+    first = materialize_partition(home, DAY_1)
+    assert first.success
+    checks_pass(first)
+    staged = metadata(first, "ndjson_items")
+    assert staged["items whose id differs from their file name"] == 2
+    assert all(new_id in staged["id ≠ file name examples"] for new_id in renamed.values())
+
+    day2 = generate_day(DAY_2, 30, source_root=home.source_root, seed=13)
+    again = day.refs.filter(pa.array([k in renamed for k in day.refs["key"].to_pylist()]))
+    write_inventory(home.inventory, DAY_2, pa.concat_tables([day2.refs, again]))
+    second = materialize_partition(home, DAY_2)
+    assert second.success
+    checks_pass(second)
+    delta = storage.read_parquet(layout.delta_ingested(home.delta_prefix, DAY_2))
+    assert not set(renamed) & set(delta["key"].to_pylist())  # not fetched again
+    pairs = table_pairs(home)
+    assert len(pairs) == len(set(pairs))
+    assert set(renamed.values()) <= {item_id for item_id, _ in pairs}

@@ -95,7 +95,7 @@ def child_ingest(n: int, workdir: str, manifest: str, concurrency: int) -> dict[
     settings = Settings.embedded(_dirs(workdir, n))
     baseline = peak_rss_mb()  # the interpreter and the imports
     start = time.perf_counter()
-    first = ingest(manifest, settings=settings, fetch_concurrency=concurrency)
+    first = ingest(manifest, settings=settings, fetch_concurrency=concurrency, h3_resolution=1)
     wall = time.perf_counter() - start
     peak = peak_rss_mb()
     start = time.perf_counter()

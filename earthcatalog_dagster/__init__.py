@@ -13,9 +13,21 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from earthcatalog_dagster.pipeline.bulk import BulkSummary, bulk_ingest
     from earthcatalog_dagster.pipeline.ingest import IngestSummary, ingest
+    from earthcatalog_dagster.pipeline.maintenance.compact import CompactionResult, compact
+    from earthcatalog_dagster.query import SearchResult, search
 
 __version__ = "0.1.0"
-__all__ = ["BulkSummary", "IngestSummary", "__version__", "bulk_ingest", "ingest"]
+__all__ = [
+    "BulkSummary",
+    "CompactionResult",
+    "IngestSummary",
+    "SearchResult",
+    "__version__",
+    "bulk_ingest",
+    "compact",
+    "ingest",
+    "search",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -27,4 +39,12 @@ def __getattr__(name: str) -> Any:
         from earthcatalog_dagster.pipeline import bulk
 
         return getattr(bulk, name)
+    if name in ("compact", "CompactionResult"):
+        from earthcatalog_dagster.pipeline.maintenance import compact as compaction
+
+        return getattr(compaction, name)
+    if name in ("search", "SearchResult"):
+        from earthcatalog_dagster import query
+
+        return getattr(query, name)
     raise AttributeError(f"module 'earthcatalog_dagster' has no attribute {name!r}")

@@ -35,7 +35,14 @@ from typing import Any, TypeVar
 import click
 
 from earthcatalog_dagster.config import WRITTEN_ROOTS, Settings
-from earthcatalog_dagster.options import DEFAULTS, MODES, IngestOptions, OptionError
+from earthcatalog_dagster.options import (
+    DEFAULTS,
+    MAINTENANCE_DEFAULTS,
+    MODES,
+    IngestOptions,
+    MaintenanceOptions,
+    OptionError,
+)
 
 PROG = "earthcatalog-dagster"
 #: Exit codes of :func:`main`.
@@ -99,6 +106,46 @@ def _options(**values: Any) -> IngestOptions:
         for name in sorted(values, key=len, reverse=True):
             if message.startswith(name + " ") and name in _FLAG_OF_SETTING:
                 message = _FLAG_OF_SETTING[name] + message[len(name) :]
+                break
+        raise click.UsageError(message) from None
+
+
+#: The flag of each maintenance setting, for messages naming the flag.
+_FLAG_OF_MAINTENANCE_SETTING: dict[str, str] = {}
+
+
+def maintenance_setting(name: str, flag: str | None = None, *, help: str) -> Callable[[F], F]:
+    """A click option for the :class:`MaintenanceOptions` field ``name``, defaulting to
+    ``MAINTENANCE_DEFAULTS.<name>``; list fields (``cells``, ``years``) take a
+    comma-separated value. Validation is :func:`_maintenance_options`'."""
+    flag = flag or "--" + name.replace("_", "-")
+    _FLAG_OF_MAINTENANCE_SETTING.setdefault(name, flag)
+    default = getattr(MAINTENANCE_DEFAULTS, name)
+    annotation = str(next(f.type for f in dataclasses.fields(MaintenanceOptions) if f.name == name))
+    if annotation.startswith("tuple"):
+        kind: click.ParamType = click.STRING
+        default = ",".join(map(str, default)) if default is not None else None
+    elif "int" in annotation:
+        kind = click.INT
+    elif "float" in annotation:
+        kind = click.FLOAT
+    else:
+        kind = click.STRING
+    return click.option(
+        flag, name, type=kind, default=default, show_default=default is not None, help=help
+    )
+
+
+def _maintenance_options(**values: Any) -> MaintenanceOptions:
+    """The maintenance defaults with the given flags' values, validated: a bad value is a
+    usage error naming its flag (exit code 2, before any work)."""
+    try:
+        return MAINTENANCE_DEFAULTS.with_values(**values)
+    except OptionError as exc:
+        message = str(exc)
+        for name in sorted(values, key=len, reverse=True):
+            if message.startswith(name + " ") and name in _FLAG_OF_MAINTENANCE_SETTING:
+                message = _FLAG_OF_MAINTENANCE_SETTING[name] + message[len(name) :]
                 break
         raise click.UsageError(message) from None
 
@@ -387,6 +434,161 @@ def run_backfill(
     return 0 if summary.reconciles else EXIT_FAILED
 
 
+@cli.command("compact")
+@_roots(catalog_remote=True)
+@maintenance_setting("min_files", help="compact a (cell, year) with at least N files")
+@maintenance_setting("small_file_bytes", help="...or with two or more files under N bytes")
+@maintenance_setting("compact_rows", help="the most rows one compacted file holds")
+@maintenance_setting("cells", help="only these H3 cells (comma-separated)")
+@maintenance_setting("years", help="only these years (comma-separated)")
+@maintenance_setting("max_buckets", help="compact at most N buckets in this run")
+@maintenance_setting("lock_timeout", help="seconds to wait for the catalog lock")
+@click.option("--dry-run", is_flag=True, help="print the plan; change nothing")
+@click.option("--no-lock", is_flag=True, help="skip the catalog lock")
+@click.option("--skip-upload", is_flag=True, help="do not upload catalog.db to its remote copy")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+def compact_command(
+    catalog: str | None,
+    warehouse: str | None,
+    hash_index: str | None,
+    catalog_remote: str | None,
+    dry_run: bool,
+    no_lock: bool,
+    skip_upload: bool,
+    as_json: bool,
+    **settings: Any,
+) -> int:
+    """Merge the small files of each (cell, year) into files of at most --compact-rows
+    rows, de-duplicated by id, in one OVERWRITE snapshot (compact()). Old files stay on
+    storage until their snapshots expire."""
+    options = _maintenance_options(
+        **settings, dry_run=dry_run, use_lock=not no_lock, skip_upload=skip_upload
+    )
+    from earthcatalog_dagster.pipeline.maintenance.compact import compact
+
+    cfg = _settings(
+        catalog=catalog, warehouse=warehouse, hash_index=hash_index, catalog_remote=catalog_remote
+    )
+    result = compact(options, settings=cfg)
+    click.echo(json.dumps(result.as_dict(), indent=2) if as_json else result.render())
+    return 0
+
+
+#: Days per unit of a duration flag.
+_DURATION_UNITS = {"d": 1.0, "h": 1 / 24, "m": 1 / 1440, "s": 1 / 86400}
+
+
+class _Duration(click.ParamType):
+    """An age such as ``7d``, ``36h``, ``90m`` or ``3600s`` (a bare number: days), in days."""
+
+    name = "DURATION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+        if isinstance(value, int | float):
+            return float(value)
+        text = str(value).strip().lower()
+        unit = text[-1:] if text[-1:] in _DURATION_UNITS else "d"
+        number = text[:-1] if text[-1:] in _DURATION_UNITS else text
+        try:
+            days = float(number) * _DURATION_UNITS[unit]
+        except ValueError:
+            self.fail(f"not a duration (e.g. 7d, 36h): {value!r}", param, ctx)
+        if days < 0:
+            self.fail(f"a duration is 0 or more, not {value!r}", param, ctx)
+        return days
+
+
+DURATION = _Duration()
+
+
+def _days(days: float) -> str:
+    """A default age for --help: ``7d``."""
+    return f"{days:g}d"
+
+
+@cli.command("expire-snapshots")
+@_roots(catalog_remote=True)
+@click.option(
+    "--older-than",
+    "expire_older_than_days",
+    type=DURATION,
+    default=_days(MAINTENANCE_DEFAULTS.expire_older_than_days),
+    show_default=True,
+    help="expire snapshots older than this (7d, 36h, ...)",
+)
+@maintenance_setting("retain_last", help="always keep the newest N snapshots (and the current)")
+@maintenance_setting("lock_timeout", help="seconds to wait for the catalog lock")
+@click.option("--dry-run", is_flag=True, help="print what would go; change nothing")
+@click.option("--no-lock", is_flag=True, help="skip the catalog lock")
+@click.option("--skip-upload", is_flag=True, help="do not upload catalog.db to its remote copy")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+def expire_snapshots_command(
+    catalog: str | None,
+    warehouse: str | None,
+    hash_index: str | None,
+    catalog_remote: str | None,
+    dry_run: bool,
+    no_lock: bool,
+    skip_upload: bool,
+    as_json: bool,
+    **settings: Any,
+) -> int:
+    """Expire old snapshots (the newest --retain-last always stay), publish the catalog,
+    then delete the data files, manifests and manifest lists no retained snapshot reads."""
+    options = _maintenance_options(
+        **settings, dry_run=dry_run, use_lock=not no_lock, skip_upload=skip_upload
+    )
+    from earthcatalog_dagster.pipeline.maintenance.expire import expire_snapshots
+
+    cfg = _settings(
+        catalog=catalog, warehouse=warehouse, hash_index=hash_index, catalog_remote=catalog_remote
+    )
+    result = expire_snapshots(options, settings=cfg)
+    click.echo(json.dumps(result.as_dict(), indent=2) if as_json else result.render())
+    return 0
+
+
+@cli.command("remove-orphans")
+@_roots(catalog_remote=True)
+@click.option(
+    "--older-than",
+    "orphan_older_than_days",
+    type=DURATION,
+    default=_days(MAINTENANCE_DEFAULTS.orphan_older_than_days),
+    show_default=True,
+    help="only files older than this (a run in progress writes younger ones)",
+)
+@maintenance_setting("lock_timeout", help="seconds to wait for the catalog lock")
+@click.option("--dry-run", is_flag=True, help="list the orphans; delete nothing")
+@click.option("--no-lock", is_flag=True, help="skip the catalog lock")
+@click.option("--skip-upload", is_flag=True, help="do not upload catalog.db to its remote copy")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+def remove_orphans_command(
+    catalog: str | None,
+    warehouse: str | None,
+    hash_index: str | None,
+    catalog_remote: str | None,
+    dry_run: bool,
+    no_lock: bool,
+    skip_upload: bool,
+    as_json: bool,
+    **settings: Any,
+) -> int:
+    """Delete the warehouse data files and table metadata files that no snapshot reads and
+    that are older than --older-than (--dry-run lists them)."""
+    options = _maintenance_options(
+        **settings, dry_run=dry_run, use_lock=not no_lock, skip_upload=skip_upload
+    )
+    from earthcatalog_dagster.pipeline.maintenance.orphans import remove_orphans
+
+    cfg = _settings(
+        catalog=catalog, warehouse=warehouse, hash_index=hash_index, catalog_remote=catalog_remote
+    )
+    result = remove_orphans(options, settings=cfg)
+    click.echo(json.dumps(result.as_dict(), indent=2) if as_json else result.render())
+    return 0
+
+
 def _coiled_client(n_workers: int, vm_type: str | None) -> Callable[[], Any]:
     """A client factory for ``--scheduler coiled``; the package is checked at once."""
     try:
@@ -507,6 +709,69 @@ def demo(home: str | None, date: dt.date, items: int, seed: int, scheduler: str)
     click.echo(
         f"See the runs: DAGSTER_HOME={dagster_home} EARTHCATALOG_HOME={cfg.home} dagster dev"
     )
+    return 0
+
+
+@cli.command("search")
+@_roots(catalog_remote=True)
+@click.option("--bbox", help="W,S,E,N in degrees (W > E crosses the antimeridian)")
+@click.option("--intersects", help="a GeoJSON geometry: a file path or the JSON itself")
+@click.option("--datetime", "datetime_", help="RFC 3339 instant or interval a/b ('..': open)")
+@click.option("--ids", help="comma-separated item ids")
+@click.option("--collections", help="comma-separated collection ids")
+@click.option("--filter", "filter_", help="CQL2 filter (text, or JSON)")
+@click.option("--fields", help="Fields extension, e.g. id,properties.datetime,-assets")
+@click.option("--sortby", help="e.g. -datetime,platform")
+@click.option("--limit", type=click.IntRange(min=1), help="the most items to return")
+@click.option("--as-of", help="snapshot id, or a time (RFC 3339) to read the table as of")
+@click.option(
+    "--format", "fmt", type=click.Choice(["geojson", "ndjson", "parquet", "table"]),
+    default="geojson", show_default=True, help="output format",
+)
+@click.option("--output", help="write here (local path or s3://) instead of stdout")
+@click.option("--explain", is_flag=True, help="print the plan and what was read (stderr)")
+def search_command(
+    catalog: str | None, warehouse: str | None, hash_index: str | None,
+    catalog_remote: str | None, bbox: str | None, intersects: str | None,
+    datetime_: str | None, ids: str | None, collections: str | None, filter_: str | None,
+    fields: str | None, sortby: str | None, limit: int | None, as_of: str | None, fmt: str,
+    output: str | None, explain: bool,
+) -> int:
+    """Search the catalog's items (exact; each item once) and print or write them."""
+    from earthcatalog_dagster.query import search
+    from earthcatalog_dagster.query.output import write_result
+
+    if intersects and not intersects.lstrip().startswith("{"):
+        intersects = Path(intersects).read_text()
+    cfg = _settings(catalog=catalog, warehouse=warehouse, catalog_remote=catalog_remote)
+    result = search(
+        bbox=bbox, intersects=intersects, datetime=datetime_, ids=ids, collections=collections,
+        filter=filter_, fields=fields, sortby=sortby, limit=limit, as_of=as_of,
+        settings=cfg, catalog=catalog,
+    )
+    count = write_result(result, fmt, output, sys.stdout.buffer)
+    if output:
+        click.echo(f"{count} items written to {output}", err=True)
+    if explain:
+        click.echo(str(result.explain()), err=True)
+    return 0
+
+
+@cli.command("serve")
+@_roots(catalog_remote=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", default=8000, show_default=True, type=int, help="port to listen on")
+def serve_command(
+    catalog: str | None, warehouse: str | None, hash_index: str | None,
+    catalog_remote: str | None, host: str, port: int,
+) -> int:
+    """Serve the catalog read-only as a STAC API 1.0 (search, filter, sort, fields)."""
+    from earthcatalog_dagster.query.server import serve
+
+    cfg = _settings(
+        catalog=catalog, warehouse=warehouse, hash_index=hash_index, catalog_remote=catalog_remote
+    )
+    serve(cfg, host=host, port=port)
     return 0
 
 

@@ -162,6 +162,29 @@ class Settings:
             return layout.catalog_beside(self.warehouse) if is_remote(self.warehouse) else None
         raise ValueError(f"{name!r} is not a derived root ({', '.join(DERIVED_ROOTS)})")
 
+    @classmethod
+    def for_run(
+        cls,
+        settings: Settings | None = None,
+        *,
+        warehouse: str | None = None,
+        hash_index: str | None = None,
+        catalog: str | None = None,
+        catalog_remote: str | None = None,
+        staging: str | None = None,
+        source_root: str | None = None,
+    ) -> Settings:
+        """The roots of one run: ``settings`` (default: the environment, then the embedded
+        default) with the roots an entry point was given as arguments or flags."""
+        return (settings or cls.from_env()).with_overrides(
+            warehouse=warehouse,
+            warehouse_hash=hash_index,
+            catalog=catalog,
+            catalog_remote=catalog_remote,
+            staging=staging,
+            source_root=source_root,
+        )
+
     def with_overrides(self, **values: str | None) -> Settings:
         """A copy with the given fields replaced; ``None`` values keep the current one.
 

@@ -7,7 +7,9 @@ under it. Nothing else in the code base concatenates paths of the catalog by han
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
+from collections.abc import Iterable
 
 NO_CELL = "__none__"
 NO_YEAR = "__none__"
@@ -175,10 +177,46 @@ def warehouse_file(
     return join(partition_dir(warehouse, cell, year), f"part_{token}_{sequence:05d}.parquet")
 
 
+def compaction_token(inputs: Iterable[str]) -> str:
+    """The token of a compaction's output files in one bucket: ``compact-`` and a short
+    hash of its sorted input paths.
+
+    A rerun of the same compaction (a killed run: same inputs, still registered) writes
+    the same names and overwrites its own unregistered files; other inputs give other
+    names, so a registered file is never overwritten.
+    """
+    digest = hashlib.sha256("\n".join(sorted(set(inputs))).encode()).hexdigest()[:16]
+    return f"compact-{digest}"
+
+
+def compacted_file(
+    warehouse: str, cell: str, year: int | str | None, token: str, sequence: int
+) -> str:
+    """Output file ``sequence`` of a compaction (``token`` from :func:`compaction_token`):
+    ``grid_partition=<cell>/year=<year>/part_compact-<hash>_<sequence>.parquet``."""
+    return warehouse_file(warehouse, cell, year, token, sequence)
+
+
+_RUN_FILE = re.compile(r"(?:^|/)part_(?P<token>[^/]+)_(?P<sequence>[0-9]{5})\.parquet$")
+
+
+def warehouse_file_token(uri: str) -> str | None:
+    """The run token in a warehouse file name written by :func:`warehouse_file`, or ``None``
+    for a file named otherwise."""
+    match = _RUN_FILE.search(uri)
+    return match["token"] if match else None
+
+
 def parse_warehouse_file(uri: str) -> tuple[str, str] | None:
     """``(cell, year)`` of a warehouse file URI, or ``None`` if it is not one."""
     match = _WAREHOUSE_FILE.search(uri)
     return (match["cell"], match["year"]) if match else None
+
+
+def table_metadata_dir(warehouse: str) -> str:
+    """Where Iceberg writes the table's metadata (the table's location is the warehouse):
+    ``metadata.json`` versions, manifest lists (``snap-*.avro``) and manifests."""
+    return join(warehouse, "metadata")
 
 
 # --- hash index -----------------------------------------------------------------------------

@@ -188,12 +188,43 @@ class MaintenanceOptions:
             if getattr(self, name) < 0:
                 raise OptionError(f"{name} must be 0 or more, not {getattr(self, name)}")
         if self.cells is not None:
-            object.__setattr__(self, "cells", tuple(self.cells))
+            object.__setattr__(self, "cells", tuple(_listed(self.cells)))
         if self.years is not None:
-            object.__setattr__(self, "years", tuple(int(y) for y in self.years))
+            years = []
+            for year in _listed(self.years):
+                try:
+                    years.append(int(year))
+                except (TypeError, ValueError):
+                    raise OptionError(f"years must be whole years, not {year!r}") from None
+            object.__setattr__(self, "years", tuple(years))
+
+    def with_values(self, **values: Any) -> MaintenanceOptions:
+        """A copy with the given settings replaced; ``None`` keeps a setting whose default
+        is not ``None`` (so an unset CLI flag or Config field means "the default")."""
+        unknown = sorted(set(values) - MAINTENANCE_NAMES)
+        if unknown:
+            raise OptionError(f"unknown maintenance setting(s): {', '.join(unknown)}")
+        given = {
+            name: value
+            for name, value in values.items()
+            if value is not None or getattr(MAINTENANCE_DEFAULTS, name) is None
+        }
+        return replace(self, **given)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _listed(value: Any) -> list[Any]:
+    """A list from a sequence or a comma-separated string (``"a,b"``, as flags give it)."""
+    if isinstance(value, str | int):
+        value = str(value).split(",")
+    items = [v.strip() if isinstance(v, str) else v for v in value]
+    return [v for v in items if v != ""]
 
 
 #: The defaults, for flags and Config fields: ``DEFAULTS.chunk_size`` and so on.
 DEFAULTS = IngestOptions()
 NAMES = frozenset(f.name for f in fields(IngestOptions))
 MAINTENANCE_DEFAULTS = MaintenanceOptions()
+MAINTENANCE_NAMES = frozenset(f.name for f in fields(MaintenanceOptions))

@@ -187,3 +187,27 @@ def test_ingest_run_config_is_valid_for_the_ingest_job(tmp_path) -> None:
         text=True,
     )
     assert bad.returncode != 0
+
+
+def test_maintenance_workflow_is_weekly_and_never_overlaps_an_ingest(tmp_path) -> None:
+    doc, ingest = _workflow("maintenance.yml"), _workflow("ingest.yml")
+    assert doc["on"]["schedule"] == [{"cron": "0 6 * * 0"}]  # Sundays 06:00 UTC
+    assert "workflow_dispatch" in doc["on"]
+    assert doc["concurrency"] == ingest["concurrency"]  # one group: they queue
+    assert doc["env"] == ingest["env"]
+    assert [s.get("uses") for s in _steps(doc) if "uses" in s] == [
+        s.get("uses") for s in _steps(ingest) if "uses" in s
+    ]
+    scripts = _scripts(doc)
+    assert "dagster asset materialize -m earthcatalog_dagster.definitions" in scripts
+    assert "--select group:maintenance" in scripts.replace("'", "")
+    assert "--partition" not in scripts
+    assert scripts.count("earthcatalog-dagster info") >= 2
+    assert "cp dagster.yaml" in scripts
+    if shutil.which("jq") is None:
+        return
+    for dry_run in ("false", "true"):
+        written = _run_step(doc, "Resolve", {"DRY_RUN": dry_run}, tmp_path)
+        config = json.loads(written["RUN_CONFIG"])
+        validate_run_config(defs.resolve_job_def("maintenance_job"), config)
+        assert config["ops"]["expired_snapshots"]["config"]["dry_run"] is (dry_run == "true")

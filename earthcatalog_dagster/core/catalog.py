@@ -48,6 +48,10 @@ from earthcatalog_dagster.core.schema import (
 
 log = logging.getLogger(__name__)
 CATALOG_NAME = "earthcatalog"
+#: Snapshot summary properties of a registration: how many files it added, and the run
+#: tokens of their names (what :func:`registered_by_runs` looks up).
+FILES_ADDED_PROPERTY = "earthcatalog.files-added"
+RUN_TOKENS_PROPERTY = "earthcatalog.run-tokens"
 
 #: Column statistics kept in the table's manifests: the columns scans filter on. Computing
 #: them for all 47 leaf columns of every registered file cost more than writing the file.
@@ -76,6 +80,15 @@ METRICS_PROPERTIES = {
     "write.metadata.metrics.default": "none",
     "write.metadata.metrics.column.id": "truncate(16)",
     **{f"write.metadata.metrics.column.{name}": "full" for name in PRUNING_COLUMNS},
+}
+#: Old ``metadata.json`` versions are bounded: each commit deletes the versions that fall
+#: out of the table's metadata log, which keeps the last ``previous-versions-max``. PyIceberg
+#: 0.12 honours both (``Table._do_commit`` → ``Catalog._delete_old_metadata``). Set on a new
+#: table here, and on an existing one by its first maintenance run
+#: (:func:`ensure_metadata_retention`).
+METADATA_RETENTION = {
+    TableProperties.METADATA_DELETE_AFTER_COMMIT_ENABLED: "true",
+    TableProperties.METADATA_PREVIOUS_VERSIONS_MAX: "20",
 }
 
 
@@ -180,8 +193,21 @@ def create_table(
             "write.parquet.compression-codec": "zstd",
             **METRICS_PROPERTIES,
             **NO_COMMIT_RETRY,
+            **METADATA_RETENTION,
         },
     )
+
+
+def ensure_metadata_retention(table: Table) -> bool:
+    """Set :data:`METADATA_RETENTION` on a table made before it (one commit; no-op after).
+
+    Returns whether it committed. Run under the catalog lock, like every commit.
+    """
+    if all(table.properties.get(k) == v for k, v in METADATA_RETENTION.items()):
+        return False
+    with table.transaction() as tx:
+        tx.set_properties(**METADATA_RETENTION)
+    return True
 
 
 def table_resolution(table: Table) -> int:
@@ -196,6 +222,53 @@ def registered_files(table: Table) -> set[str]:
     return set(table.inspect.files().column("file_path").to_pylist())
 
 
+def registered_by_runs(table: Table, uris: Iterable[str]) -> set[str]:
+    """Which of ``uris`` the table has ever registered (see :func:`files_of_runs`)."""
+    wanted = set(uris)
+    tokens = {layout.warehouse_file_token(uri) for uri in wanted}
+    if None in tokens:  # a file not named by a run: only a full listing can tell
+        return wanted & registered_files(table)
+    return wanted & files_of_runs(table, {t for t in tokens if t is not None})
+
+
+def files_of_runs(table: Table, tokens: Iterable[str]) -> set[str]:
+    """Every file the runs with these tokens ever registered: a daily run's cost-flat answer
+    to "is this file registered already?" and "which file number is free?".
+
+    Every registration records in its snapshot's summary the run tokens of the files it
+    added (``part_<token>_<n>.parquet``), so only the manifests that the snapshots of
+    these runs added are read, never every manifest of the table: the cost follows the
+    run, not the table's history. A file once registered stays in the answer after
+    compaction removed it, so its name is never reused. A table with registrations from
+    before the tokens were recorded falls back to every file of the current snapshot.
+    """
+    wanted = set(tokens)
+    if not wanted:
+        return set()
+    snapshots = table.metadata.snapshots
+    if any(
+        FILES_ADDED_PROPERTY in s.summary.additional_properties
+        and RUN_TOKENS_PROPERTY not in s.summary.additional_properties
+        for s in snapshots
+        if s.summary is not None
+    ):
+        return registered_files(table)
+    found: set[str] = set()
+    for snapshot in snapshots:
+        recorded = (snapshot.summary.additional_properties if snapshot.summary else {}).get(
+            RUN_TOKENS_PROPERTY, ""
+        )
+        if not wanted & set(recorded.split(",")):
+            continue
+        for manifest in snapshot.manifests(table.io):
+            if manifest.added_snapshot_id != snapshot.snapshot_id:
+                continue
+            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
+                if layout.warehouse_file_token(entry.data_file.file_path) in wanted:
+                    found.add(entry.data_file.file_path)
+    return found
+
+
 def register_files(
     table: Table, uris: Iterable[str], *, footers: Mapping[str, WrittenFile] | None = None
 ) -> Registration:
@@ -208,10 +281,11 @@ def register_files(
     files whose footer the writer hands over in ``footers``.
     """
     wanted = list(dict.fromkeys(uris))
-    already = registered_files(table)
+    already = registered_by_runs(table, wanted)
     new = [uri for uri in wanted if uri not in already]
     if not new:
         return Registration(None, 0, len(wanted))
+    tokens = sorted({layout.warehouse_file_token(uri) or "" for uri in new} - {""})
     data_files = _data_files(table, new, footers or {})
     with table.transaction() as tx:
         if tx.table_metadata.name_mapping() is None:
@@ -219,7 +293,7 @@ def register_files(
             tx.set_properties(**{TableProperties.DEFAULT_NAME_MAPPING: mapping})
         if any(tx.table_metadata.properties.get(k) != v for k, v in NO_COMMIT_RETRY.items()):
             tx.set_properties(**NO_COMMIT_RETRY)  # a table made before this setting
-        properties = {"earthcatalog.files-added": str(len(new))}
+        properties = {FILES_ADDED_PROPERTY: str(len(new)), RUN_TOKENS_PROPERTY: ",".join(tokens)}
         with tx.update_snapshot(snapshot_properties=properties).fast_append() as append:
             for data_file in data_files:
                 append.append_data_file(data_file)
@@ -227,6 +301,15 @@ def register_files(
     log.info("registered %d files in snapshot %s", len(new), snapshot and snapshot.snapshot_id)
     snapshot_id = snapshot.snapshot_id if snapshot else None
     return Registration(snapshot_id, len(new), len(wanted) - len(new))
+
+
+def data_files(
+    table: Table, uris: Iterable[str], *, footers: Mapping[str, WrittenFile] | None = None
+) -> list[DataFile]:
+    """Iceberg ``DataFile`` entries for ``uris``, built exactly as :func:`register_files`
+    builds them (statistics plan, partition from column statistics), for commits other
+    than an append: compaction adds them in an OVERWRITE snapshot."""
+    return _data_files(table, list(uris), footers or {})
 
 
 def _data_files(table: Table, uris: list[str], known: Mapping[str, WrittenFile]) -> list[DataFile]:
@@ -274,35 +357,3 @@ def _data_files(table: Table, uris: list[str], known: Mapping[str, WrittenFile])
             )
         )
     return data_files
-
-
-def rebuild_table(
-    catalog: SqlCatalog,
-    *,
-    warehouse: str,
-    files: Iterable[str],
-    resolution: int,
-    hash_index_path: str,
-) -> tuple[Table, Registration]:
-    """Drop and recreate the table from a listing of the warehouse (a full build)."""
-    with contextlib.suppress(NoSuchTableError):
-        catalog.drop_table(TABLE_IDENTIFIER)
-    table = create_table(
-        catalog, warehouse=warehouse, resolution=resolution, hash_index_path=hash_index_path
-    )
-    return table, register_files(table, sorted(files))
-
-
-def rebuild_from_warehouse(
-    catalog: SqlCatalog, warehouse: str, *, resolution: int, hash_index_path: str
-) -> tuple[Table, Registration]:
-    """A full build: the table recreated from every warehouse file in the hive layout."""
-    listing = storage.list_objects(warehouse, suffix=".parquet")
-    files = [o.uri for o in listing if layout.parse_warehouse_file(o.uri)]
-    return rebuild_table(
-        catalog,
-        warehouse=warehouse,
-        files=files,
-        resolution=resolution,
-        hash_index_path=hash_index_path,
-    )

@@ -25,11 +25,11 @@ from dagster import (
     AssetExecutionContext,
     Config,
     Failure,
+    FreshnessPolicy,
     MetadataValue,
     Output,
     asset,
 )
-from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from earthcatalog_dagster import layout
@@ -50,11 +50,10 @@ from earthcatalog_dagster.orchestration.descriptors import (
 from earthcatalog_dagster.orchestration.partitions import backfill_policy, daily_partitions
 from earthcatalog_dagster.orchestration.resources import (
     DaskCompute,
+    DataPlaneS3,
     IcebergCatalog,
     StorageRoots,
     run_options,
-    use_s3,
-    with_s3,
 )
 from earthcatalog_dagster.orchestration.runs import dates_being_ingested
 from earthcatalog_dagster.pipeline import phases
@@ -78,6 +77,11 @@ from earthcatalog_dagster.pipeline.outcomes import (
 
 GROUP = "ingest"
 ICEBERG_POOL = "iceberg_commit"
+#: The table is stale when no partition was committed for a day and a few hours (the daily
+#: ingest runs at 04:00 UTC; warn after 26 h, fail after 30 h).
+TABLE_FRESHNESS = FreshnessPolicy.time_window(
+    fail_window=dt.timedelta(hours=30), warn_window=dt.timedelta(hours=26)
+)
 _COMMON: dict[str, Any] = {
     "partitions_def": daily_partitions,
     "backfill_policy": backfill_policy,
@@ -198,10 +202,9 @@ def delta_inventory(
     config: DeltaConfig,
     roots: StorageRoots,
     catalog: IcebergCatalog,
-    s3: S3Resource,
+    s3: DataPlaneS3,
 ) -> Output[DeltaDescriptor]:
     start = time.perf_counter()
-    use_s3(s3)
     cfg = roots.settings()
     date = context.partition_key
     options = _options(catalog, since=config.since)
@@ -260,7 +263,7 @@ def staged_chunks(
     config: ChunkConfig,
     roots: StorageRoots,
     catalog: IcebergCatalog,
-    s3: S3Resource,
+    s3: DataPlaneS3,
     delta_inventory: DeltaDescriptor,
 ) -> Output[ChunksDescriptor]:
     start = time.perf_counter()
@@ -269,7 +272,6 @@ def staged_chunks(
         return Output(
             ChunksDescriptor(ingested=ingested), metadata=_ingested_metadata(ingested, start)
         )
-    use_s3(s3)
     options = _options(
         catalog, chunk_size=config.chunk_size, limit=config.limit, since=config.since
     )
@@ -306,7 +308,7 @@ def ndjson_items(
     roots: StorageRoots,
     catalog: IcebergCatalog,
     compute: DaskCompute,
-    s3: S3Resource,
+    s3: DataPlaneS3,
     staged_chunks: ChunksDescriptor,
 ) -> Output[NdjsonDescriptor]:
     start = time.perf_counter()
@@ -315,7 +317,6 @@ def ndjson_items(
         return Output(
             NdjsonDescriptor(ingested=ingested), metadata=_ingested_metadata(ingested, start)
         )
-    use_s3(s3)
     cfg = _settings(roots, catalog)
     options = _options(
         catalog,
@@ -327,7 +328,7 @@ def ndjson_items(
     )
     plan = _plan(cfg, options)
     staging = _staging(roots, context)
-    task = with_s3(
+    task = s3.task(
         functools.partial(
             phases.ingest_chunk,
             staging_dir=staging,
@@ -335,7 +336,6 @@ def ndjson_items(
             resolution=plan.resolution,
             fetch_concurrency=options.fetch_concurrency,
         ),
-        s3,
     )
     results = compute.map(task, staged_chunks.chunks, options)
     totals = {
@@ -403,7 +403,7 @@ def warehouse_parquets(
     roots: StorageRoots,
     catalog: IcebergCatalog,
     compute: DaskCompute,
-    s3: S3Resource,
+    s3: DataPlaneS3,
     ndjson_items: NdjsonDescriptor,
 ) -> Iterator[Output[WarehouseDescriptor] | AssetCheckResult]:
     start = time.perf_counter()
@@ -414,7 +414,6 @@ def warehouse_parquets(
         )
         yield from checks.skipped(checks.WAREHOUSE_CHECKS, ingested)
         return
-    use_s3(s3)
     cfg = _settings(roots, catalog)
     options = _options(
         catalog,
@@ -426,17 +425,19 @@ def warehouse_parquets(
     staging = _staging(roots, context)
     table = current_table(cfg)
     # New files are numbered past the registered ones, so a rerun never replaces one.
-    registered = frozenset(iceberg.registered_files(table)) if table is not None else frozenset()
-    task = with_s3(
+    token = context.partition_key
+    registered = (
+        frozenset(iceberg.files_of_runs(table, [token])) if table is not None else frozenset()
+    )
+    task = s3.task(
         functools.partial(
             _compact,
             staging_dir=staging,
             warehouse=cfg.warehouse,
-            token=context.partition_key,
+            token=token,
             registered=registered,
             compact_rows=options.compact_rows,
         ),
-        s3,
     )
     results = compute.map(task, ndjson_items.buckets, options)
     files = tuple(f for r in results for f in r.files)
@@ -470,6 +471,7 @@ def _compact(bucket: tuple[str, str], **kwargs: Any) -> phases.BucketResult:
 @asset(
     **_COMMON,
     pool=ICEBERG_POOL,
+    freshness_policy=TABLE_FRESHNESS,
     description=(
         "The new warehouse files registered in `earthcatalog.stac_items` in one snapshot, "
         "through the one commit path (rows whose id the table holds already are dropped; "
@@ -480,7 +482,7 @@ def iceberg_table(
     context: AssetExecutionContext,
     roots: StorageRoots,
     catalog: IcebergCatalog,
-    s3: S3Resource,
+    s3: DataPlaneS3,
     warehouse_parquets: WarehouseDescriptor,
 ) -> Output[RegistrationDescriptor]:
     start = time.perf_counter()
@@ -489,7 +491,6 @@ def iceberg_table(
         return Output(
             RegistrationDescriptor(ingested=ingested), metadata=_ingested_metadata(ingested, start)
         )
-    use_s3(s3)
     cfg = _settings(roots, catalog)
     options = _options(catalog)
     if warehouse_parquets.resolution is not None:
@@ -536,7 +537,7 @@ def hash_index(
     context: AssetExecutionContext,
     roots: StorageRoots,
     catalog: IcebergCatalog,
-    s3: S3Resource,
+    s3: DataPlaneS3,
     iceberg_table: RegistrationDescriptor,
 ) -> Iterator[Output[HashIndexDescriptor] | AssetCheckResult]:
     start = time.perf_counter()
@@ -547,7 +548,6 @@ def hash_index(
         )
         yield from checks.skipped(checks.HASH_INDEX_CHECKS, ingested)
         return
-    use_s3(s3)
     cfg = _settings(roots, catalog)
     options = _options(catalog)
     # The new files' ids, read once: the sync merges them and the check looks them up.

@@ -46,13 +46,12 @@ from dagster import (
     partition_loading_context,
     sensor,
 )
-from dagster_aws.s3 import S3Resource
 
 from earthcatalog_dagster import layout
 from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.orchestration.assets import GROUP
 from earthcatalog_dagster.orchestration.partitions import daily_partitions
-from earthcatalog_dagster.orchestration.resources import StorageRoots, use_s3
+from earthcatalog_dagster.orchestration.resources import DataPlaneS3, StorageRoots
 
 #: Environment variable with the sensor's minimum interval, in seconds.
 SENSOR_INTERVAL_ENV = "EARTHCATALOG_SENSOR_INTERVAL_S"
@@ -199,9 +198,8 @@ def build_pending_delta_sensor(
         ),
     )
     def pending_delta_sensor(
-        context: SensorEvaluationContext, roots: StorageRoots, s3: S3Resource
+        context: SensorEvaluationContext, roots: StorageRoots, s3: DataPlaneS3
     ) -> SensorResult | SkipReason:
-        use_s3(s3)
         delta_prefix = roots.settings().delta_prefix
         requests, cursor, later = pending_delta_requests(
             delta_prefix, partitions_def, context.cursor, clock()

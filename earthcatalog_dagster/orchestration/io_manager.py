@@ -13,20 +13,22 @@ with a message asking to materialize the upstream asset again, never with a trac
 from __future__ import annotations
 
 from dagster import ConfigurableIOManager, Failure, InputContext, OutputContext
-from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from earthcatalog_dagster import layout
 from earthcatalog_dagster.config import Settings
 from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.orchestration.descriptors import Descriptor, decode
+from earthcatalog_dagster.orchestration.resources import DataPlaneS3
 
 
 class StagingIOManager(ConfigurableIOManager):
     """Stores asset descriptors as JSON in the date's staging prefix."""
 
     staging_root: str | None = Field(default=None, description="Staging root; $STAGING")
-    s3: S3Resource | None = Field(default=None, description="S3 settings of the data plane")
+    s3: DataPlaneS3 | None = Field(
+        default=None, description="S3 settings of the data plane (set up with the resource)"
+    )
 
     def _root(self) -> str:
         return self.staging_root or Settings.from_env().staging
@@ -34,25 +36,17 @@ class StagingIOManager(ConfigurableIOManager):
     def descriptor_uri(self, asset: str, partition_key: str) -> str:
         return layout.asset_descriptor(layout.staging_for(self._root(), partition_key), asset)
 
-    def _configure(self) -> None:
-        # Imported here: resources import nothing from this module, but keep it one-way.
-        from earthcatalog_dagster.orchestration.resources import use_s3
-
-        use_s3(self.s3)
-
     def handle_output(self, context: OutputContext, obj: Descriptor) -> None:
         if not isinstance(obj, Descriptor):
             raise TypeError(
                 f"{context.asset_key.to_user_string()} returned {type(obj).__name__}; the "
                 "staging IO manager stores descriptors (orchestration/descriptors.py) only"
             )
-        self._configure()
         uri = self.descriptor_uri(context.asset_key.path[-1], context.asset_partition_key)
         storage.write_bytes(uri, obj.to_json())
         context.add_output_metadata({"descriptor": uri})
 
     def load_input(self, context: InputContext) -> Descriptor:
-        self._configure()
         asset = context.asset_key.to_user_string()
         partition = context.asset_partition_key
         uri = self.descriptor_uri(context.asset_key.path[-1], partition)

@@ -5,11 +5,11 @@ Every field is optional: unset ones come from the operators' environment variabl
 ``CATALOG``, ``CATALOG_REMOTE``, ``SOURCE_ROOT``) and then from the embedded default,
 through :class:`~earthcatalog_dagster.config.Settings`, the one source of configuration.
 
-S3 is configured the Dagster way, with a ``dagster_aws.s3.S3Resource`` (resource ``s3``);
-:func:`use_s3` hands its settings to the data plane (:mod:`~earthcatalog_dagster.core.storage`,
-obstore) and :func:`with_s3` carries them to Dask workers. Its fields left unset fall back
-to the usual AWS environment variables. Credentials go nowhere else: not into logs,
-metadata, descriptors or error messages.
+S3 is configured the Dagster way, with :class:`DataPlaneS3` (resource ``s3``, a
+``dagster_aws.s3.S3Resource``): it hands its settings to the data plane once, when Dagster
+initializes it, and carries them to Dask workers. Its fields left unset fall back to the
+usual AWS environment variables. Credentials go nowhere else: not into logs, metadata,
+descriptors or error messages.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
@@ -31,70 +31,68 @@ from earthcatalog_dagster.pipeline.compute import run_tasks
 T = TypeVar("T")
 R = TypeVar("R")
 
-_S3_SETTINGS = ("region", "endpoint_url", "access_key_id", "secret_access_key", "session_token")
+class DataPlaneS3(S3Resource):
+    """``dagster_aws``'s S3 resource (resource ``s3``), which also configures the data plane.
 
-
-def s3_settings(s3: S3Resource | None) -> dict[str, str]:
-    """The data plane's S3 settings from an ``S3Resource`` (unset fields: the environment).
-
-    ``profile_name`` is resolved with boto3 (the profile's region and current credentials).
-    Sources are read unsigned whatever ``use_unsigned_session`` says, and writes are signed.
+    Dagster calls :meth:`setup_for_execution` once when it initializes the resource for a
+    run, a sensor tick or the IO manager, so the S3 settings of every data-plane access
+    (:mod:`~earthcatalog_dagster.core.storage`, obstore) come from here, set in one place;
+    :meth:`task` carries them to Dask worker processes. Fields left unset fall back to the
+    usual AWS environment variables. ``profile_name`` is resolved with boto3 (the profile's
+    region and current credentials). Sources are read unsigned whatever
+    ``use_unsigned_session`` says, and writes are signed.
     """
-    if s3 is None:
-        return {}
-    settings = {
-        "region": s3.region_name,
-        "endpoint_url": s3.endpoint_url,
-        "access_key_id": s3.aws_access_key_id,
-        "secret_access_key": s3.aws_secret_access_key,
-        "session_token": s3.aws_session_token,
-    }
-    if s3.profile_name and not s3.aws_access_key_id:
-        import boto3
 
-        session = boto3.Session(profile_name=s3.profile_name)
-        settings["region"] = settings["region"] or session.region_name
-        credentials = session.get_credentials()
-        if credentials is not None:
-            frozen = credentials.get_frozen_credentials()
-            settings["access_key_id"] = frozen.access_key
-            settings["secret_access_key"] = frozen.secret_key
-            settings["session_token"] = frozen.token
-    return {k: v for k, v in settings.items() if v}
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        configure_data_plane(self.data_plane_settings())
+
+    def data_plane_settings(self) -> dict[str, str]:
+        """The S3 settings this resource gives the data plane (credentials included)."""
+        settings = {
+            "region": self.region_name,
+            "endpoint_url": self.endpoint_url,
+            "access_key_id": self.aws_access_key_id,
+            "secret_access_key": self.aws_secret_access_key,
+            "session_token": self.aws_session_token,
+        }
+        if self.profile_name and not self.aws_access_key_id:
+            import boto3
+
+            session = boto3.Session(profile_name=self.profile_name)
+            settings["region"] = settings["region"] or session.region_name
+            credentials = session.get_credentials()
+            if credentials is not None:
+                frozen = credentials.get_frozen_credentials()
+                settings["access_key_id"] = frozen.access_key
+                settings["secret_access_key"] = frozen.secret_key
+                settings["session_token"] = frozen.token
+        return {k: v for k, v in settings.items() if v}
+
+    def task(self, fn: Callable[[T], R]) -> S3Task[T, R]:
+        """``fn`` wrapped to run with this resource's S3 settings wherever it runs."""
+        return S3Task(fn, self.data_plane_settings())
 
 
-def apply_s3_settings(settings: dict[str, str]) -> None:
-    """Configure :mod:`storage` with ``settings`` unless it already is (stores stay cached)."""
+def configure_data_plane(settings: dict[str, str]) -> None:
+    """Give :mod:`storage` these S3 settings unless it has them (stores stay cached)."""
     if storage.s3_overrides() != settings:
         storage.configure_s3(**settings)
 
 
-def use_s3(s3: S3Resource | None) -> None:
-    """Configure this process's data plane from the ``s3`` resource (once; cheap after)."""
-    apply_s3_settings(s3_settings(s3))
-
-
 class S3Task(Generic[T, R]):
-    """``fn`` run with the data plane configured from ``s3``: for Dask worker processes.
+    """``fn`` run with the data plane configured from S3 settings: for Dask worker
+    processes. The settings travel with the task; ``repr`` shows none of them."""
 
-    The settings travel with the task; ``repr`` shows none of them.
-    """
-
-    def __init__(self, fn: Callable[[T], R], s3: S3Resource | None) -> None:
+    def __init__(self, fn: Callable[[T], R], settings: dict[str, str]) -> None:
         self.fn = fn
-        self.settings = s3_settings(s3)
+        self.settings = settings
 
     def __call__(self, item: T) -> R:
-        apply_s3_settings(self.settings)
+        configure_data_plane(self.settings)
         return self.fn(item)
 
     def __repr__(self) -> str:
         return f"S3Task({self.fn!r}, <{len(self.settings)} S3 settings>)"
-
-
-def with_s3(fn: Callable[[T], R], s3: S3Resource | None) -> S3Task[T, R]:
-    """``fn`` wrapped to configure the data plane from ``s3`` wherever it runs."""
-    return S3Task(fn, s3)
 
 
 class StorageRoots(ConfigurableResource):

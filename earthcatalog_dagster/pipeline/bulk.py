@@ -183,9 +183,10 @@ def bulk_ingest(
     """
     opts = (options or DEFAULTS).with_values(**values)
     validate_scheduler(opts.scheduler, create_client)
-    cfg = (settings or Settings.from_env()).with_overrides(
+    cfg = Settings.for_run(
+        settings,
         warehouse=warehouse,
-        warehouse_hash=hash_index,
+        hash_index=hash_index,
         catalog=catalog,
         catalog_remote=catalog_remote,
         source_root=source_root,
@@ -330,14 +331,17 @@ def _phase_3_parquet(
         buckets = sorted(set(buckets) | set(_staged_buckets(run.staging_dir)))
     # A bucket's file numbers start above those the table holds, so retried items (or a
     # rerun) never overwrite a registered file.
+    token = f"bulk-{_digest(run.staging_dir)[:8]}"
     registered = (
-        frozenset(iceberg.registered_files(run.table)) if run.table is not None else frozenset()
+        frozenset(iceberg.files_of_runs(run.table, [token]))
+        if run.table is not None
+        else frozenset()
     )
     compact = functools.partial(
         _compact,
         staging_dir=run.staging_dir,
         warehouse=run.cfg.warehouse,
-        token=f"bulk-{_digest(run.staging_dir)[:8]}",
+        token=token,
         registered=registered,
         compact_rows=run.opts.compact_rows,
     )

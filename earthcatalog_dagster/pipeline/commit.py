@@ -166,7 +166,7 @@ def register(
         overlap = drop_registered_rows(
             files,
             registered_ids(table, settings.warehouse_hash),
-            iceberg.registered_files(table),
+            iceberg.registered_by_runs(table, files),
             known_ids=known,
         )
         result.rows_dropped += overlap.rows_dropped

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.table import Table
 
+from earthcatalog_dagster import layout
 from earthcatalog_dagster.core import catalog as iceberg
 from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.hash_index import load_hash_index
@@ -37,6 +41,7 @@ class CatalogInfo:
     resolution: int | None
     catalog: str | None = None
     hash_index: str | None = None
+    health: TableHealth = field(default_factory=lambda: TableHealth())
 
     def render(self) -> str:
         years = f"{self.first_year}–{self.last_year}" if self.first_year is not None else "none"
@@ -52,7 +57,76 @@ class CatalogInfo:
             lines.append(f"Catalog : {self.catalog}")
         if self.hash_index:
             lines.append(f"Hash index : {self.hash_index}")
+        if self.total_files:
+            lines += self.health.lines(self.total_rows, self.total_files)
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class TableHealth:
+    """What tells whether the table needs maintenance: small files, many files per
+    (cell, year), a long history of snapshots and metadata."""
+
+    files_per_bucket_max: int = 0
+    files_per_bucket_p95: float = 0.0
+    snapshots: int = 0
+    oldest_snapshot: str | None = None
+    metadata_bytes: int = 0
+    last_maintenance: str | None = None
+
+    def lines(self, rows: int, files: int) -> list[str]:
+        return [
+            f"Rows per file : {rows / files:,.1f} on average",
+            f"Files per (cell, year) : max {self.files_per_bucket_max:,},"
+            f" p95 {self.files_per_bucket_p95:,.1f}",
+            f"Snapshots : {self.snapshots:,} (oldest {self.oldest_snapshot or 'none'})",
+            f"Metadata : {self.metadata_bytes / 1e6:,.1f} MB (metadata.json, manifest lists,"
+            " manifests)",
+            f"Last maintenance : {self.last_maintenance or 'never'}",
+        ]
+
+
+#: Snapshot summary property a maintenance commit records (compaction, expiry).
+MAINTENANCE_OPERATION = "earthcatalog.operation"
+
+
+def table_health(table: Table, files: pa.Table, warehouse: str) -> TableHealth:
+    """Health figures from the file listing ``info`` already holds and the table metadata."""
+    partition = files["partition"].combine_chunks()
+    buckets = pa.table(
+        {
+            "cell": partition.field("grid_partition"),
+            "year": partition.field("datetime_year"),
+        }
+    )
+    per_bucket = buckets.group_by(["cell", "year"]).aggregate([([], "count_all")])
+    counts = per_bucket.column("count_all").to_numpy()
+    snapshots = table.metadata.snapshots
+    oldest = min((s.timestamp_ms for s in snapshots), default=None)
+    maintained = [
+        s
+        for s in snapshots
+        if s.summary is not None and MAINTENANCE_OPERATION in s.summary.additional_properties
+    ]
+    last = max(maintained, key=lambda s: s.timestamp_ms, default=None)
+    metadata_dir = layout.table_metadata_dir(warehouse)
+    return TableHealth(
+        files_per_bucket_max=int(counts.max()) if len(counts) else 0,
+        files_per_bucket_p95=float(np.percentile(counts, 95)) if len(counts) else 0.0,
+        snapshots=len(snapshots),
+        oldest_snapshot=_stamp(oldest) if oldest is not None else None,
+        metadata_bytes=sum(o.size for o in storage.list_objects(metadata_dir)),
+        last_maintenance=(
+            f"{last.summary.additional_properties[MAINTENANCE_OPERATION]} at "
+            f"{_stamp(last.timestamp_ms)}"
+            if last is not None
+            else None
+        ),
+    )
+
+
+def _stamp(timestamp_ms: int) -> str:
+    return dt.datetime.fromtimestamp(timestamp_ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def catalog_info(
@@ -104,6 +178,7 @@ def catalog_info(
         resolution=iceberg.table_resolution(table) if table is not None else None,
         catalog=label,
         hash_index=hash_index if source == FROM_HASH_INDEX else None,
+        health=table_health(table, files, warehouse) if total_files else TableHealth(),
     )
 
 

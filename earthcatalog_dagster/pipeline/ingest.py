@@ -164,12 +164,13 @@ def ingest(
     reconcile.
     """
     opts = (options or DEFAULTS).with_values(**values)
-    cfg = (settings or Settings.from_env()).with_overrides(
+    cfg = Settings.for_run(
+        settings,
         warehouse=warehouse,
-        warehouse_hash=hash_index,
-        staging=staging,
+        hash_index=hash_index,
         catalog=catalog,
         catalog_remote=catalog_remote,
+        staging=staging,
         source_root=source_root,
     )
     cfg.check_writable(*WRITTEN_ROOTS)
@@ -397,7 +398,13 @@ class _Stager:
         self.rows += batch.num_rows
         if self.processes is None and self.workers > 1 and self.rows > PARALLEL_AFTER_ROWS:
             context = multiprocessing.get_context("spawn")
-            self.processes = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+            # Workers start from the environment: hand them this process's S3 settings.
+            self.processes = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=context,
+                initializer=_configure_s3,
+                initargs=(storage.s3_overrides(),),
+            )
         pool = self.processes or self.threads
         self.inflight.append(pool.submit(self.stage, batch))
         ready = []
@@ -412,6 +419,10 @@ class _Stager:
         return ready
 
 
+def _configure_s3(settings: dict[str, str]) -> None:
+    storage.configure_s3(**settings)
+
+
 def _write_buckets(
     exploded: list[pa.Table],
     warehouse: str,
@@ -421,7 +432,7 @@ def _write_buckets(
     summary: IngestSummary,
 ) -> list[WrittenBucketFile]:
     """Write every (cell, year) bucket; returns each written file with its ids."""
-    registered = iceberg.registered_files(table) if table is not None else set()
+    registered = iceberg.files_of_runs(table, [token]) if table is not None else set()
     rows = pa.concat_tables(exploded).cast(WAREHOUSE_SCHEMA) if exploded else None
     jobs: list[tuple[str, pa.Table]] = []
     keys: list[BucketKey] = []

@@ -79,16 +79,3 @@ def test_scan_prunes_by_cell_and_datetime(tmp_path, warehouse_files) -> None:
     assert rows.num_rows == 4
     assert set(rows["grid_partition"].to_pylist()) == {CELLS[0]}
     assert {d.year for d in rows["datetime"].to_pylist()} == {2024}
-
-
-def test_rebuild_drops_and_recreates_from_listing(tmp_path, warehouse_files) -> None:
-    warehouse, files = warehouse_files
-    cat = iceberg.open_catalog(str(tmp_path / "catalog.db"), warehouse)
-    table = iceberg.create_table(cat, warehouse=warehouse, resolution=1, hash_index_path="h")
-    iceberg.register_files(table, files[:1])
-    table, registration = iceberg.rebuild_table(
-        cat, warehouse=warehouse, files=files, resolution=2, hash_index_path="h"
-    )
-    assert registration.added == 4
-    assert iceberg.table_resolution(table) == 2
-    assert len(table.snapshots()) == 1

@@ -31,7 +31,6 @@ from dagster import (
     build_sensor_context,
 )
 from dagster._core.utils import make_new_run_id
-from dagster_aws.s3 import S3Resource
 
 from earthcatalog_dagster import layout
 from earthcatalog_dagster.core import catalog as iceberg
@@ -45,7 +44,7 @@ from earthcatalog_dagster.orchestration.automation import (
     build_pending_delta_sensor,
     sensor_interval_s,
 )
-from earthcatalog_dagster.orchestration.resources import DaskCompute, StorageRoots
+from earthcatalog_dagster.orchestration.resources import DaskCompute, DataPlaneS3, StorageRoots
 from earthcatalog_dagster.orchestration.runs import dates_being_ingested
 from earthcatalog_dagster_tests.conftest import DAY_1, DAY_2, roots_for
 from earthcatalog_dagster_tests.helpers import (
@@ -124,7 +123,8 @@ def _delta(home, date: str, ingested: bool = False) -> None:
 
 def _tick(home, sensor, cursor: str | None):
     roots = StorageRoots(home=home.home, delta_prefix=home.delta_prefix)
-    with build_sensor_context(cursor=cursor, resources={"roots": roots, "s3": S3Resource()}) as ctx:
+    resources = {"roots": roots, "s3": DataPlaneS3()}
+    with build_sensor_context(cursor=cursor, resources=resources) as ctx:
         result = sensor(ctx)
     return [r.partition_key for r in result.run_requests], result
 

@@ -8,12 +8,11 @@ import pickle
 
 import pytest
 from dagster import DagsterInstance, materialize
-from dagster_aws.s3 import S3Resource
 
 from earthcatalog_dagster import layout
 from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.orchestration.assets import ingest_assets
-from earthcatalog_dagster.orchestration.resources import with_s3
+from earthcatalog_dagster.orchestration.resources import DataPlaneS3
 from earthcatalog_dagster.synthetic import generate_day, write_inventory
 from earthcatalog_dagster_tests.conftest import DAY_1
 from earthcatalog_dagster_tests.core.moto_s3 import KEY_ID, REGION, SECRET
@@ -41,7 +40,7 @@ def test_the_s3_resource_configures_the_data_plane_and_hides_credentials(
     for name in _AWS_VARS:
         monkeypatch.delenv(name, raising=False)
     storage.configure_s3()
-    s3 = S3Resource(
+    s3 = DataPlaneS3(
         region_name=REGION,
         endpoint_url=s3_server.endpoint,
         aws_access_key_id=KEY_ID,
@@ -67,7 +66,7 @@ def test_the_s3_resource_configures_the_data_plane_and_hides_credentials(
         assert SECRET not in text and KEY_ID not in text
 
     # The same settings travel with Dask tasks, and their repr shows none of them.
-    task = pickle.loads(pickle.dumps(with_s3(len, s3)))
+    task = pickle.loads(pickle.dumps(s3.task(len)))
     storage.configure_s3()
     assert task("abc") == 3
     assert storage.s3_overrides()["secret_access_key"] == SECRET

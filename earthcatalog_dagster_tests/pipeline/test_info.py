@@ -45,3 +45,28 @@ def test_an_empty_catalog_reports_zero(home) -> None:
     info = catalog_info(home.catalog, home.warehouse, catalog_label="s3://b/earthcatalog.db")
     assert (info.unique_items, info.total_files, info.snapshot_id) == (0, 0, None)
     assert "Catalog : s3://b/earthcatalog.db" in info.render()
+
+
+def test_it_shows_the_tables_health(home) -> None:
+    import datetime as dt
+    from collections import Counter
+
+    from earthcatalog_dagster import layout
+    from earthcatalog_dagster.core import storage
+
+    for n in range(3):
+        date = DAY_1 + dt.timedelta(days=n)
+        day = generate_day(date, 30, source_root=home.source_root, seed=40 + n)
+        ingest(write_inventory(home.inventory, date, day.refs), settings=home, h3_resolution=1)
+    listing = storage.list_objects(home.warehouse, suffix=".parquet")
+    per_bucket = Counter(layout.parse_warehouse_file(o.uri) for o in listing)
+
+    info = catalog_info(home.catalog, home.warehouse, home.warehouse_hash)
+    assert info.health.files_per_bucket_max == max(per_bucket.values())
+    assert info.health.snapshots == 3
+    assert info.health.metadata_bytes > 0
+    text = info.render()
+    assert f"Files per (cell, year) : max {max(per_bucket.values()):,}," in text
+    assert f"Rows per file : {info.total_rows / len(listing):,.1f} on average" in text
+    assert "Snapshots : 3 (oldest " in text
+    assert "Last maintenance : never" in text

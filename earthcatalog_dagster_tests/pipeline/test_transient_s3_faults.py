@@ -19,6 +19,7 @@ from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.synthetic import generate_day, write_inventory
 from earthcatalog_dagster_tests.conftest import DAY_1
 from earthcatalog_dagster_tests.core.fault_proxy import TRANSIENT, fault_proxy
+from earthcatalog_dagster_tests.helpers import materialize_partition, metadata
 from earthcatalog_dagster_tests.s3_fixtures import point_env_at
 
 
@@ -93,3 +94,25 @@ def test_bulk_ingest_writes_every_item_once_through_transient_faults(
     assert not duplicates, duplicates[:5]
     assert {item_id for item_id, _ in rows} == set(day.good_ids)
     assert summary.pending == 0 and summary.reconciles, summary.render()
+
+
+@pytest.mark.slow
+def test_a_dagster_partition_writes_every_item_once_through_transient_faults(
+    s3_server, s3_home, monkeypatch
+) -> None:
+    day = generate_day(DAY_1, 60, source_root=s3_home.source_root, seed=23)
+    write_inventory(s3_home.inventory, DAY_1, day.refs)
+
+    with fault_proxy(s3_server.endpoint, quarter_fail_first_two_gets) as proxy:
+        point_env_at(monkeypatch, s3_server.env(proxy.endpoint))
+        result = materialize_partition(s3_home, DAY_1)
+    point_env_at(monkeypatch, s3_server.env())
+
+    assert result.success
+    assert set(proxy.injected) == set(TRANSIENT), proxy.injected
+    staged = metadata(result, "ndjson_items")
+    assert staged["items failed (pending retry)"] == 0
+    rows = _warehouse_rows(s3_home.warehouse)
+    duplicates = [pair for pair, n in Counter(rows).items() if n > 1]
+    assert not duplicates, duplicates[:5]
+    assert {item_id for item_id, _ in rows} == set(day.good_ids)

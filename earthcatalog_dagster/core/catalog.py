@@ -52,6 +52,9 @@ CATALOG_NAME = "earthcatalog"
 #: tokens of their names (what :func:`registered_by_runs` looks up).
 FILES_ADDED_PROPERTY = "earthcatalog.files-added"
 RUN_TOKENS_PROPERTY = "earthcatalog.run-tokens"
+#: Snapshot summary property of a maintenance commit (e.g. ``compact``): what ``info``
+#: reports as the last maintenance.
+OPERATION_PROPERTY = "earthcatalog.operation"
 
 #: Column statistics kept in the table's manifests: the columns scans filter on. Computing
 #: them for all 47 leaf columns of every registered file cost more than writing the file.

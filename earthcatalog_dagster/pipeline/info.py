@@ -86,10 +86,6 @@ class TableHealth:
         ]
 
 
-#: Snapshot summary property a maintenance commit records (compaction, expiry).
-MAINTENANCE_OPERATION = "earthcatalog.operation"
-
-
 def table_health(table: Table, files: pa.Table, warehouse: str) -> TableHealth:
     """Health figures from the file listing ``info`` already holds and the table metadata."""
     partition = files["partition"].combine_chunks()
@@ -106,7 +102,7 @@ def table_health(table: Table, files: pa.Table, warehouse: str) -> TableHealth:
     maintained = [
         s
         for s in snapshots
-        if s.summary is not None and MAINTENANCE_OPERATION in s.summary.additional_properties
+        if s.summary is not None and iceberg.OPERATION_PROPERTY in s.summary.additional_properties
     ]
     last = max(maintained, key=lambda s: s.timestamp_ms, default=None)
     metadata_dir = layout.table_metadata_dir(warehouse)
@@ -117,7 +113,7 @@ def table_health(table: Table, files: pa.Table, warehouse: str) -> TableHealth:
         oldest_snapshot=_stamp(oldest) if oldest is not None else None,
         metadata_bytes=sum(o.size for o in storage.list_objects(metadata_dir)),
         last_maintenance=(
-            f"{last.summary.additional_properties[MAINTENANCE_OPERATION]} at "
+            f"{last.summary.additional_properties[iceberg.OPERATION_PROPERTY]} at "
             f"{_stamp(last.timestamp_ms)}"
             if last is not None
             else None

@@ -70,3 +70,11 @@ def test_it_shows_the_tables_health(home) -> None:
     assert f"Rows per file : {info.total_rows / len(listing):,.1f} on average" in text
     assert "Snapshots : 3 (oldest " in text
     assert "Last maintenance : never" in text
+
+    from earthcatalog_dagster import compact
+
+    compact(settings=home, min_files=2)
+    after = catalog_info(home.catalog, home.warehouse, home.warehouse_hash)
+    assert after.health.last_maintenance is not None
+    assert "Last maintenance : compact at " in after.render()
+    assert after.health.files_per_bucket_max < max(per_bucket.values())

@@ -69,7 +69,7 @@ from earthcatalog_dagster.options import MAINTENANCE_DEFAULTS, MaintenanceOption
 log = logging.getLogger(__name__)
 
 #: Snapshot property naming the maintenance operation that made a snapshot.
-OPERATION_PROPERTY = "earthcatalog.operation"
+OPERATION_PROPERTY = iceberg.OPERATION_PROPERTY
 COMPACT_OPERATION = "compact"
 #: Commit attempts when the table moves under an unlocked commit (``use_lock=False``).
 COMMIT_ATTEMPTS = 5

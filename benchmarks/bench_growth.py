@@ -83,15 +83,7 @@ def materialize_partition(settings: Any, date: dt.date) -> None:
         StorageRoots,
     )
 
-    roots = StorageRoots(
-        home=settings.home,
-        warehouse=settings.warehouse,
-        warehouse_hash=settings.warehouse_hash,
-        staging=settings.staging,
-        delta_prefix=settings.delta_prefix,
-        inventory=settings.inventory,
-        source_root=settings.source_root,
-    )
+    roots = StorageRoots.from_settings(settings)
     resources = build_definitions(
         roots=roots,
         catalog=IcebergCatalog(catalog_path=settings.catalog),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from dataclasses import dataclass, fields, replace
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 Mode = Literal["auto", "full", "delta"]
 MODES: tuple[str, ...] = ("auto", "full", "delta")
@@ -26,8 +26,26 @@ class OptionError(ValueError):
     """A setting has a value no run can use; the message names the setting."""
 
 
+class _Settings:
+    """``with_values`` and ``as_dict`` of the options dataclasses below."""
+
+    def with_values(self, **values: Any) -> Self:
+        """A copy with the given settings replaced; ``None`` keeps a setting whose default
+        is not ``None`` (so an unset CLI flag or Config field means "the default")."""
+        defaults = {f.name: f.default for f in fields(self)}  # type: ignore[arg-type]
+        unknown = sorted(set(values) - set(defaults))
+        if unknown:
+            kind = type(self).__name__
+            raise OptionError(f"unknown setting(s) of {kind}: {', '.join(unknown)}")
+        given = {k: v for k, v in values.items() if v is not None or defaults[k] is None}
+        return replace(self, **given)  # type: ignore[type-var]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
 @dataclass(frozen=True)
-class IngestOptions:
+class IngestOptions(_Settings):
     """How a run ingests (what it reads and where it writes is :class:`Settings`).
 
     Attributes:
@@ -103,21 +121,6 @@ class IngestOptions:
         if not self.scheduler:
             raise OptionError("scheduler must not be empty")
 
-    def with_values(self, **values: Any) -> IngestOptions:
-        """A copy with the given settings replaced; ``None`` keeps a setting whose default
-        is not ``None`` (so an unset CLI flag or Config field means "the default")."""
-        unknown = sorted(set(values) - NAMES)
-        if unknown:
-            raise OptionError(f"unknown ingest setting(s): {', '.join(unknown)}")
-        given = {
-            name: value
-            for name, value in values.items()
-            if value is not None or getattr(DEFAULTS, name) is None
-        }
-        return replace(self, **given)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def _int(name: str, value: Any) -> None:
@@ -144,7 +147,7 @@ def _iso_since(value: Any) -> str:
 
 
 @dataclass(frozen=True)
-class MaintenanceOptions:
+class MaintenanceOptions(_Settings):
     """How table maintenance (compaction, snapshot expiry, orphan cleanup) runs.
 
     Attributes:
@@ -198,21 +201,6 @@ class MaintenanceOptions:
                     raise OptionError(f"years must be whole years, not {year!r}") from None
             object.__setattr__(self, "years", tuple(years))
 
-    def with_values(self, **values: Any) -> MaintenanceOptions:
-        """A copy with the given settings replaced; ``None`` keeps a setting whose default
-        is not ``None`` (so an unset CLI flag or Config field means "the default")."""
-        unknown = sorted(set(values) - MAINTENANCE_NAMES)
-        if unknown:
-            raise OptionError(f"unknown maintenance setting(s): {', '.join(unknown)}")
-        given = {
-            name: value
-            for name, value in values.items()
-            if value is not None or getattr(MAINTENANCE_DEFAULTS, name) is None
-        }
-        return replace(self, **given)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def _listed(value: Any) -> list[Any]:
@@ -225,6 +213,6 @@ def _listed(value: Any) -> list[Any]:
 
 #: The defaults, for flags and Config fields: ``DEFAULTS.chunk_size`` and so on.
 DEFAULTS = IngestOptions()
-NAMES = frozenset(f.name for f in fields(IngestOptions))
 MAINTENANCE_DEFAULTS = MaintenanceOptions()
-MAINTENANCE_NAMES = frozenset(f.name for f in fields(MaintenanceOptions))
+#: The names of the ingest settings (e.g. to pick them out of a larger set of arguments).
+NAMES = frozenset(f.name for f in fields(IngestOptions))

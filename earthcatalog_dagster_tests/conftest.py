@@ -57,13 +57,5 @@ def roots_for(settings: Settings):
     """Dagster resources ``roots`` and ``catalog`` holding exactly ``settings``."""
     from earthcatalog_dagster.orchestration.resources import IcebergCatalog, StorageRoots
 
-    roots = StorageRoots(
-        home=settings.home,
-        warehouse=settings.warehouse,
-        warehouse_hash=settings.warehouse_hash,
-        staging=settings.staging,
-        delta_prefix=settings.delta_prefix,
-        inventory=settings.inventory,
-        source_root=settings.source_root,
-    )
+    roots = StorageRoots.from_settings(settings)
     return roots, IcebergCatalog(catalog_path=settings.catalog, remote_uri=settings.catalog_remote)

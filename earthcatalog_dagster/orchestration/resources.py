@@ -106,6 +106,19 @@ class StorageRoots(ConfigurableResource):
     inventory: str | None = Field(default=None, description="S3 Inventory root; $INVENTORY")
     source_root: str | None = Field(default=None, description="Item mirror; $SOURCE_ROOT")
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StorageRoots:
+        """The resource holding exactly these roots (tests, benchmarks, scripts)."""
+        return cls(
+            home=settings.home,
+            warehouse=settings.warehouse,
+            warehouse_hash=settings.warehouse_hash,
+            staging=settings.staging,
+            delta_prefix=settings.delta_prefix,
+            inventory=settings.inventory,
+            source_root=settings.source_root,
+        )
+
     def settings(self) -> Settings:
         base = Settings.embedded(self.home) if self.home else Settings.from_env()
         return base.with_overrides(

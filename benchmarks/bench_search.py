@@ -12,7 +12,13 @@ answered two ways in the same process:
 
 Queries: a glacier point over three years, a regional bbox over three years, and a
 CQL2-filtered regional query. Each is run ``--repeat`` times after one warm-up; the median
-and the first (cold-ish) run are reported, with the items each method returned.
+and the first run are reported, with the items each method returned.
+
+Then the cold runs (``--cold K``, 0 to skip): each query as the first one of a fresh
+process, K times per method (median reported), modules imported and the table opened
+before the clock starts — what an ``earthcatalog-dagster search`` command pays. ``search()``
+twice: with an empty manifest-index cache (``$EARTHCATALOG_QUERY_CACHE``, the first query
+after a new snapshot) and with the cache the previous run left (every later process).
 
 Usage::
 
@@ -117,9 +123,9 @@ def duckdb_method(table: Any, query: dict[str, Any]) -> tuple[int, int]:
         where.append(f"({query['filter']})")  # this CQL2 text is also SQL
     # Every column of the matching rows, as Arrow: what search().to_arrow() hands back.
     sql = "SELECT * FROM read_parquet($paths) WHERE " + " AND ".join(where)
-    result = duckdb.execute(sql, {"paths": paths})
+    relation = duckdb.sql(sql, params={"paths": paths})
     rows = (
-        result.to_arrow_table() if hasattr(result, "to_arrow_table") else result.fetch_arrow_table()
+        relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
     )
     return rows.num_rows, len(pc.unique(rows["id"]))
 
@@ -137,6 +143,46 @@ def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, float, Any]:
     return first, statistics.median(runs) if runs else first, answer
 
 
+def cold_child(settings: Any, name: str, method: str) -> float:
+    """Seconds of ``name`` by ``method`` as the first query of this process (imports and
+    the table's opening not counted: both methods need them)."""
+    import duckdb  # noqa: F401  (imported before the clock, as search's modules are)
+
+    from earthcatalog_dagster import search
+    from earthcatalog_dagster.query import open_table
+    from earthcatalog_dagster.query.execute import use_search_memory_pool
+
+    use_search_memory_pool()  # as the search and serve commands do at start-up
+    table = open_table(settings)
+    started = time.perf_counter()
+    if method == "duckdb":
+        duckdb_method(table, QUERIES[name])
+    else:
+        search(table=table, **QUERIES[name]).to_arrow()
+    return time.perf_counter() - started
+
+
+def cold_runs(workdir: Path, items: int, name: str, method: str, cache: Path | None,
+              repeat: int) -> float:
+    """Median seconds of ``repeat`` fresh processes running :func:`cold_child`; ``cache``:
+    the manifest-index cache folder to use, emptied before each run when it is ``None``."""
+    import subprocess
+
+    runs = []
+    for _ in range(repeat):
+        folder = cache or Path(tempfile.mkdtemp(prefix="bench_search_cache_"))
+        env = os.environ | {"EARTHCATALOG_QUERY_CACHE": str(folder)}
+        done = subprocess.run(
+            [sys.executable, __file__, "--items", str(items), "--workdir", str(workdir),
+             "--child", f"{name}:{method}"],
+            env=env, capture_output=True, text=True, check=True,
+        )
+        runs.append(float(done.stdout.strip().splitlines()[-1]))
+        if cache is None:
+            shutil.rmtree(folder, ignore_errors=True)
+    return statistics.median(runs)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=100_000)
@@ -145,12 +191,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--cold", type=int, default=3, metavar="K",
+                        help="fresh-process runs per query and method (0: none)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # QUERY:METHOD, one cold run
     args = parser.parse_args(argv)
+    if args.child:
+        from earthcatalog_dagster.config import Settings
+
+        name, method = args.child.split(":")
+        settings = Settings.embedded(args.workdir / str(args.items))
+        print(f"{cold_child(settings, name, method):.6f}")
+        return 0
 
     from earthcatalog_dagster import search
     from earthcatalog_dagster.query import open_table
+    from earthcatalog_dagster.query.execute import use_search_memory_pool
 
+    use_search_memory_pool()  # as the search and serve commands do at start-up
     temporary = args.workdir is None
+    # This process's own, empty manifest-index cache: its first query decodes the manifests.
+    cache = tempfile.mkdtemp(prefix="bench_search_cache_")
+    os.environ["EARTHCATALOG_QUERY_CACHE"] = cache
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_search_"))
     results: dict[str, Any] = {
         "items": args.items,
@@ -191,7 +252,32 @@ def main(argv: list[str] | None = None) -> int:
                 f"{d_median * 1000:8.1f} ms (first {d_first * 1000:7.1f}) {rows} rows / "
                 f"{distinct} ids (bbox overlap, not exact)"
             )
+        if args.cold:
+            print(f"cold: first query of a fresh process, median of {args.cold}")
+            shared = Path(tempfile.mkdtemp(prefix="bench_search_cache_"))
+            for name in QUERIES:
+                cold = {
+                    "duckdb_cold_s": cold_runs(workdir, args.items, name, "duckdb", None,
+                                               args.cold),
+                    "search_cold_s": cold_runs(workdir, args.items, name, "search", None,
+                                               args.cold),
+                }
+                cold_runs(workdir, args.items, name, "search", shared, 1)  # fills the cache
+                cold["search_cold_cached_s"] = cold_runs(
+                    workdir, args.items, name, "search", shared, args.cold
+                )
+                results["queries"][name].update({k: round(v, 4) for k, v in cold.items()})
+                print(
+                    f"{name:12s} search {cold['search_cold_s'] * 1000:8.1f} ms "
+                    f"(manifest index cached {cold['search_cold_cached_s'] * 1000:7.1f}) | "
+                    f"duckdb {cold['duckdb_cold_s'] * 1000:8.1f} ms"
+                )
+            shutil.rmtree(shared, ignore_errors=True)
+        results["machine"]["loadavg_after"] = " ".join(
+            Path("/proc/loadavg").read_text().split()[:3]
+        )
     finally:
+        shutil.rmtree(cache, ignore_errors=True)
         if temporary and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     if args.json:

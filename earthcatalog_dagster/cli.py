@@ -362,7 +362,7 @@ def ingest_command(
 @click.option("--skip-inventory", is_flag=True, help="reuse existing chunks (after a crash)")
 @click.option("--no-lock", is_flag=True, help="skip the catalog lock")
 @setting("limit", help="only the first N items (smoke test)")
-@setting("scheduler", help="local | synchronous | coiled | tcp://host:8786")
+@setting("scheduler", help="local | synchronous | processes | auto | coiled | tcp://host:8786")
 @setting("workers", help="Dask workers (local scheduler)")
 @setting("chunk_size", help="items per chunk")
 @setting("since", help="only rows with last_modified_date >= this (ISO date/time)")
@@ -739,7 +739,10 @@ def search_command(
 ) -> int:
     """Search the catalog's items (exact; each item once) and print or write them."""
     from earthcatalog_dagster.query import search
+    from earthcatalog_dagster.query.execute import use_search_memory_pool
     from earthcatalog_dagster.query.output import write_result
+
+    use_search_memory_pool()
 
     if intersects and not intersects.lstrip().startswith("{"):
         intersects = Path(intersects).read_text()
@@ -766,8 +769,10 @@ def serve_command(
     catalog_remote: str | None, host: str, port: int,
 ) -> int:
     """Serve the catalog read-only as a STAC API 1.0 (search, filter, sort, fields)."""
+    from earthcatalog_dagster.query.execute import use_search_memory_pool
     from earthcatalog_dagster.query.server import serve
 
+    use_search_memory_pool()
     cfg = _settings(
         catalog=catalog, warehouse=warehouse, hash_index=hash_index, catalog_remote=catalog_remote
     )

@@ -113,8 +113,9 @@ def test_ingest_inputs_are_the_operators() -> None:
     doc = _workflow("ingest.yml")
     inputs = doc["on"]["workflow_dispatch"]["inputs"]
     assert inputs["delta_date"]["default"] == ""
-    assert inputs["scheduler"]["options"] == ["local", "coiled", "synchronous"]
-    assert inputs["scheduler"]["default"] == "local"
+    # The operators' three, and the process pool that is the default on a 2-core runner.
+    assert inputs["scheduler"]["options"] == ["auto", "local", "coiled", "synchronous", "processes"]
+    assert inputs["scheduler"]["default"] == "auto"
     assert inputs["workers"]["default"] == 4
     assert inputs["chunk_size"]["default"] == 10000
     assert doc["concurrency"]["group"] == "earthcatalog-ingest"

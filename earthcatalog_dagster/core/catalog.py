@@ -10,31 +10,57 @@ The table's location is the warehouse root, so Iceberg metadata sits in
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
+from pyarrow.lib import ArrowNotImplementedError
+from pyarrow.parquet import Statistics
 from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.conversions import to_bytes
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
 from pyiceberg.io.pyarrow import (
+    MetricModeTypes,
     PyArrowFileIO,
+    StatisticsCollector,
+    StatsAggregator,
     _check_pyarrow_schema_compatible,
     compute_statistics_plan,
     data_file_statistics_from_parquet_metadata,
     parquet_path_to_id_mapping,
 )
 from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
-from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.partitioning import PartitionField, PartitionSpec, partition_record_value
+from pyiceberg.schema import Schema
 from pyiceberg.table import Table, TableProperties
-from pyiceberg.transforms import IdentityTransform, YearTransform
+from pyiceberg.transforms import IdentityTransform, TruncateTransform, YearTransform
+from pyiceberg.typedef import Record
+from pyiceberg.types import (
+    BinaryType,
+    DecimalType,
+    DoubleType,
+    FloatType,
+    IntegerType,
+    LongType,
+    PrimitiveType,
+    StringType,
+    TimestampType,
+    TimestamptzType,
+)
+from pyiceberg.utils.truncate import (
+    truncate_upper_bound_binary_string,
+    truncate_upper_bound_text_string,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from earthcatalog_dagster import layout
-from earthcatalog_dagster.core import storage
+from earthcatalog_dagster.core import geoparquet, storage
 from earthcatalog_dagster.core.geoparquet import WrittenFile
 from earthcatalog_dagster.core.remote_catalog import check_catalog_file
 from earthcatalog_dagster.core.schema import (
@@ -57,24 +83,9 @@ RUN_TOKENS_PROPERTY = "earthcatalog.run-tokens"
 OPERATION_PROPERTY = "earthcatalog.operation"
 
 #: Column statistics kept in the table's manifests: the columns scans filter on. Computing
-#: them for all 47 leaf columns of every registered file cost more than writing the file.
-PRUNING_COLUMNS = (
-    "grid_partition",
-    "datetime",
-    "start_datetime",
-    "end_datetime",
-    "created",
-    "updated",
-    "platform",
-    "percent_valid_pixels",
-    "date_dt",
-    "latitude",
-    "longitude",
-    "bbox.xmin",
-    "bbox.ymin",
-    "bbox.xmax",
-    "bbox.ymax",
-)
+#: them for all 47 leaf columns of every registered file cost more than writing the file;
+#: the writer writes Parquet statistics for these (and ``id``) only.
+PRUNING_COLUMNS = geoparquet.PRUNING_COLUMNS
 #: PyIceberg rebases a refused append onto the new table and commits it; our commit path
 #: (pipeline/commit.py) must instead see the refusal and check the new table for rows it
 #: holds already, so the table does not retry by itself.
@@ -278,10 +289,12 @@ def register_files(
     """Add warehouse files to the table in one snapshot, skipping those already in it.
 
     This is PyIceberg's ``add_files`` (same statistics, same partition inference from
-    column statistics, same name mapping) with one difference: the schema compatibility
-    check, which costs milliseconds of Python per file, runs once per distinct file schema
-    instead of once per file, and footers are read concurrently — or not at all for
-    files whose footer the writer hands over in ``footers``.
+    column statistics, same name mapping, the same ``DataFile`` field for field) with two
+    differences: the schema compatibility check and the per-column statistics decisions,
+    which cost milliseconds of Python per file, are made once per distinct file schema
+    (:class:`_StatisticsPlan`) instead of once per file, and footers are read
+    concurrently — or not at all for files whose footer the writer hands over in
+    ``footers``.
     """
     wanted = list(dict.fromkeys(uris))
     already = registered_by_runs(table, wanted)
@@ -320,7 +333,9 @@ def _data_files(table: Table, uris: list[str], known: Mapping[str, WrittenFile])
     schema = metadata.schema()
     stats_plan = compute_statistics_plan(schema, metadata.properties)
     column_mapping = parquet_path_to_id_mapping(schema)
-    checked: list[pq.ParquetSchema] = []
+    spec = metadata.spec()
+    partition_plan = _PartitionPlan(spec, schema)
+    plans: list[tuple[pq.ParquetSchema, _StatisticsPlan | None]] = []
 
     def footer(uri: str) -> tuple[pq.FileMetaData, int]:
         if uri in known:
@@ -329,34 +344,317 @@ def _data_files(table: Table, uris: list[str], known: Mapping[str, WrittenFile])
         with source.open() as stream:
             return pq.read_metadata(stream), len(source)
 
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        footers = list(pool.map(footer, uris))
-    data_files = []
-    for uri, (parquet_metadata, size) in zip(uris, footers, strict=True):
-        if not any(parquet_metadata.schema.equals(seen) for seen in checked):
-            _check_pyarrow_schema_compatible(
-                schema,
-                parquet_metadata.schema.to_arrow_schema(),
-                format_version=metadata.format_version,
-            )
-            checked.append(parquet_metadata.schema)
-        statistics = data_file_statistics_from_parquet_metadata(
-            parquet_metadata=parquet_metadata,
-            stats_columns=stats_plan,
-            parquet_column_mapping=column_mapping,
+    def plan_for(parquet_schema: pq.ParquetSchema) -> _StatisticsPlan | None:
+        for seen, plan in plans:
+            if parquet_schema.equals(seen):
+                return plan
+        _check_pyarrow_schema_compatible(
+            schema, parquet_schema.to_arrow_schema(), format_version=metadata.format_version
         )
+        plan = _StatisticsPlan.build(parquet_schema, stats_plan, column_mapping)
+        plans.append((parquet_schema, plan))
+        return plan
+
+    if all(uri in known for uri in uris):  # nothing to read: no pool
+        footers = [(known[uri].footer, known[uri].size) for uri in uris]
+    else:
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            footers = list(pool.map(footer, uris))
+    data_files = []
+    missing: set[int] = set()
+    for uri, (parquet_metadata, size) in zip(uris, footers, strict=True):
+        plan = plan_for(parquet_metadata.schema)
+        if plan is None:  # a column type the fast path does not handle: PyIceberg's way
+            statistics = data_file_statistics_from_parquet_metadata(
+                parquet_metadata=parquet_metadata,
+                stats_columns=stats_plan,
+                parquet_column_mapping=column_mapping,
+            )
+            partition = statistics.partition(spec, schema)
+            serialized = statistics.to_serialized_dict()
+        else:
+            serialized, extremes = plan.statistics(parquet_metadata, missing)
+            partition = partition_plan.partition(extremes)
         data_files.append(
             DataFile.from_args(
                 content=DataFileContent.DATA,
                 file_path=uri,
                 file_format=FileFormat.PARQUET,
-                partition=statistics.partition(metadata.spec(), schema),
+                partition=partition,
                 file_size_in_bytes=size,
                 sort_order_id=None,
                 spec_id=metadata.default_spec_id,
                 equality_ids=None,
                 key_metadata=None,
-                **statistics.to_serialized_dict(),
+                **serialized,
             )
         )
+    if missing:  # once per call, not per column of each of thousands of files
+        log.warning(
+            "no Parquet statistics for field ids %s in some of %d files: no bounds for them",
+            sorted(missing),
+            len(uris),
+        )
     return data_files
+
+
+@dataclass(frozen=True)
+class _ColumnStatistics:
+    """How one Parquet leaf column feeds a ``DataFile``: PyIceberg's statistics plan for
+    it, resolved once per file schema instead of once per column of every file."""
+
+    position: int
+    field_id: int
+    mode: MetricModeTypes
+    extremes: Callable[[Statistics], tuple[Any, Any]]
+    lower: Callable[[Any], bytes | None]
+    upper: Callable[[Any], bytes | None]
+
+
+@dataclass(frozen=True)
+class _StatisticsPlan:
+    """``data_file_statistics_from_parquet_metadata`` + ``to_serialized_dict`` for one
+    Parquet schema, with the per-column decisions taken once.
+
+    PyIceberg rebuilds ``MetricsMode`` singletons, truncation transforms and type
+    dispatches for every column of every file, which made registering a small file cost
+    more than writing it. The values are the same: the same Parquet statistics, merged
+    across row groups the same way, serialized by the same PyIceberg functions.
+    """
+
+    columns: tuple[_ColumnStatistics, ...]
+
+    @classmethod
+    def build(
+        cls,
+        parquet_schema: pq.ParquetSchema,
+        stats_plan: Mapping[int, StatisticsCollector],
+        column_mapping: Mapping[str, int],
+    ) -> _StatisticsPlan | None:
+        """The plan, or ``None`` when a column needs PyIceberg's general path (decimals)."""
+        columns = []
+        for position in range(len(parquet_schema)):
+            leaf = parquet_schema.column(position)
+            field_id = column_mapping[leaf.path]
+            collector = stats_plan[field_id]
+            mode = collector.mode.type
+            if mode == MetricModeTypes.NONE or mode == MetricModeTypes.COUNTS:
+                columns.append(_ColumnStatistics(position, field_id, mode, _logical, _none, _none))
+                continue
+            if isinstance(collector.iceberg_type, DecimalType):
+                return None
+            try:  # the physical type check PyIceberg makes when it meets the column
+                StatsAggregator(collector.iceberg_type, leaf.physical_type, collector.mode.length)
+            except ValueError as e:
+                raise ValueError(f"{e} for column '{collector.column_name}'") from e
+            lower, upper = _bound_serializers(collector)
+            extremes = _extremes_reader(leaf, collector.iceberg_type)
+            columns.append(_ColumnStatistics(position, field_id, mode, extremes, lower, upper))
+        return cls(tuple(columns))
+
+    def statistics(
+        self, parquet_metadata: pq.FileMetaData, missing: set[int]
+    ) -> tuple[dict[str, Any], _Extremes]:
+        """The ``DataFile`` statistics fields of one file, and each column's min and max
+        (for the partition values). Columns whose metrics the table keeps but the file has
+        no statistics of get no bounds (as in PyIceberg) and are added to ``missing``."""
+        column_sizes: dict[int, int] = {}
+        value_counts: dict[int, int] = {}
+        null_value_counts: dict[int, int] = {}
+        extremes: _Extremes = {}
+        invalid: set[int] = set()
+        split_offsets: list[int] = []
+        for r in range(parquet_metadata.num_row_groups):
+            row_group = parquet_metadata.row_group(r)
+            first = row_group.column(0)
+            data_offset, dictionary_offset = first.data_page_offset, first.dictionary_page_offset
+            if first.has_dictionary_page and dictionary_offset < data_offset:
+                split_offsets.append(dictionary_offset)
+            else:
+                split_offsets.append(data_offset)
+            for plan in self.columns:
+                column = row_group.column(plan.position)
+                field_id = plan.field_id
+                column_sizes[field_id] = (
+                    column_sizes.get(field_id, 0) + column.total_compressed_size
+                )
+                if plan.mode == MetricModeTypes.NONE:
+                    continue
+                value_counts[field_id] = value_counts.get(field_id, 0) + column.num_values
+                if not column.is_stats_set:
+                    invalid.add(field_id)
+                    missing.add(field_id)
+                    continue
+                try:
+                    statistics = column.statistics
+                    if statistics.has_null_count:
+                        null_value_counts[field_id] = (
+                            null_value_counts.get(field_id, 0) + statistics.null_count
+                        )
+                    if plan.mode == MetricModeTypes.COUNTS:
+                        continue
+                    low, high = plan.extremes(statistics)
+                except ArrowNotImplementedError as e:
+                    invalid.add(field_id)
+                    log.warning(e)
+                    continue
+                if field_id not in extremes:
+                    extremes[field_id] = (low, high)
+                    continue
+                current_low, current_high = extremes[field_id]
+                if current_low is None:
+                    current_low = low
+                elif low is not None:
+                    current_low = min(low, current_low)
+                if current_high is None:
+                    current_high = high
+                elif high is not None:
+                    current_high = max(high, current_high)
+                extremes[field_id] = (current_low, current_high)
+        split_offsets.sort()
+        for field_id in invalid:
+            extremes.pop(field_id, None)
+            null_value_counts.pop(field_id, None)
+        lower_bounds: dict[int, bytes] = {}
+        upper_bounds: dict[int, bytes] = {}
+        serializers = {plan.field_id: plan for plan in self.columns if plan.field_id in extremes}
+        for field_id, (low, high) in extremes.items():
+            plan = serializers[field_id]
+            if low is not None and (lower := plan.lower(low)) is not None:
+                lower_bounds[field_id] = lower
+            if high is not None and (upper := plan.upper(high)) is not None:
+                upper_bounds[field_id] = upper
+        serialized = {
+            "record_count": parquet_metadata.num_rows,
+            "column_sizes": column_sizes,
+            "value_counts": value_counts,
+            "null_value_counts": null_value_counts,
+            "nan_value_counts": {},
+            "lower_bounds": lower_bounds,
+            "upper_bounds": upper_bounds,
+            "split_offsets": split_offsets,
+        }
+        return serialized, extremes
+
+
+#: Each column's merged Parquet (min, max), by field id.
+_Extremes = dict[int, tuple[Any, Any]]
+
+
+def _none(_: Any) -> None:
+    return None
+
+
+def _logical(statistics: Statistics) -> tuple[Any, Any]:
+    return statistics.min, statistics.max
+
+
+def _raw(statistics: Statistics) -> tuple[Any, Any]:
+    if not statistics.has_min_max:
+        return None, None
+    return statistics.min_raw, statistics.max_raw
+
+
+def _utf8(statistics: Statistics) -> tuple[Any, Any]:
+    if not statistics.has_min_max:
+        return None, None
+    return statistics.min_raw.decode(), statistics.max_raw.decode()
+
+
+def _extremes_reader(
+    leaf: pq.ColumnSchema, iceberg_type: PrimitiveType
+) -> Callable[[Statistics], tuple[Any, Any]]:
+    """How to read a column's min and max so they serialize as ``Statistics.min``/``max``
+    would: pyarrow boxes a logical value through an Arrow scalar (a timestamp becomes a
+    ``datetime``, then micros again), which is most of a small file's registration cost.
+    Where the raw Parquet value *is* what PyIceberg serializes (numbers, microsecond
+    timestamps, UTF-8 strings), it is read raw; anything else keeps the logical path."""
+    physical, logical = leaf.physical_type, leaf.logical_type.type
+    if isinstance(iceberg_type, StringType) and physical == "BYTE_ARRAY" and logical == "STRING":
+        return _utf8
+    if logical == "NONE" and (
+        (isinstance(iceberg_type, IntegerType | LongType) and physical in ("INT32", "INT64"))
+        or (isinstance(iceberg_type, FloatType | DoubleType) and physical in ("FLOAT", "DOUBLE"))
+    ):
+        return _raw
+    if (
+        isinstance(iceberg_type, TimestampType | TimestamptzType)
+        and physical == "INT64"
+        and logical == "TIMESTAMP"
+        and '"timeUnit":"microseconds"' in leaf.logical_type.to_json()
+    ):
+        return _raw
+    return _logical
+
+
+def _bound_serializers(
+    collector: StatisticsCollector,
+) -> tuple[Callable[[Any], bytes | None], Callable[[Any], bytes | None]]:
+    """PyIceberg's ``StatsAggregator.min_as_bytes``/``max_as_bytes`` for one column, as
+    two functions of the value, with its truncation and serializer resolved once."""
+    iceberg_type = collector.iceberg_type
+    length = collector.mode.length
+    serialize = functools.partial(to_bytes.dispatch(type(iceberg_type)), iceberg_type)
+    truncate = TruncateTransform(width=length).transform(iceberg_type) if length else None
+
+    def lower(value: Any) -> bytes | None:
+        return serialize(truncate(value) if truncate is not None else value)
+
+    if isinstance(iceberg_type, StringType | BinaryType):
+        kind = str if isinstance(iceberg_type, StringType) else bytes
+        bound = (
+            truncate_upper_bound_text_string if kind is str else truncate_upper_bound_binary_string
+        )
+
+        def upper(value: Any) -> bytes | None:
+            if not isinstance(value, kind):
+                raise ValueError(f"Expected the current_max to be {kind.__name__}")
+            result = bound(value, length)
+            return serialize(result) if result is not None else None
+
+        return lower, upper
+    if length is not None:
+        raise ValueError(f"{iceberg_type} cannot be truncated")
+    return lower, serialize
+
+
+class _PartitionPlan:
+    """``DataFileStatistics.partition``: each partition value from the min and max of its
+    source column (they must agree), with the fields and transforms resolved once."""
+
+    def __init__(self, spec: PartitionSpec, schema: Schema) -> None:
+        self.fields = [
+            (
+                field,
+                field.source_id,
+                field.transform.transform(schema.find_field(field.source_id).field_type),
+            )
+            for field in spec.fields
+        ]
+        self.schema = schema
+        for field in spec.fields:
+            if not field.transform.preserves_order:
+                raise ValueError(
+                    "Cannot infer partition value from parquet metadata for a non-linear "
+                    f"Partition Field: {field.name} with transform {field.transform}"
+                )
+
+    def partition(self, extremes: _Extremes) -> Record:
+        """The partition record of a file whose columns span ``extremes``."""
+        values = []
+        for field, source_id, transform in self.fields:
+            if source_id not in extremes:
+                values.append(None)
+                continue
+            low, high = (
+                transform(partition_record_value(field, value, self.schema))
+                for value in extremes[source_id]
+            )
+            if low != high:
+                raise ValueError(
+                    "Cannot infer partition value from parquet metadata as there are more "
+                    f"than one partition values for Partition Field: {field.name}. "
+                    f"lower_value={low!r}, upper_value={high!r}"
+                )
+            values.append(low)
+        return Record(*values)

@@ -1,7 +1,8 @@
 """GeoParquet 1.1 warehouse files following the stac-geoparquet conventions.
 
 One file holds one (cell, year) bucket, rows sorted by (platform, datetime), zstd, with
-column statistics on (Iceberg's ``add_files`` reads partition values from them), the
+statistics on the columns the table prunes on (registration reads partition values and
+bounds from them, see :data:`STATISTICS_COLUMNS`), the
 ``geo`` metadata (WKB primary column, geometry types, RFC 7946 bbox, ``bbox`` covering)
 and the ``stac-geoparquet`` metadata (version and collections).
 """
@@ -24,6 +25,32 @@ from earthcatalog_dagster.core.schema import (
     WAREHOUSE_SCHEMA,
 )
 
+#: The columns the table keeps statistics of (``full`` Iceberg metrics, see
+#: ``core.catalog``): what scans and searches prune files on — the partition sources
+#: (``grid_partition``, ``datetime``), the time and property filters, and the ``bbox``
+#: covering columns, whose Parquet statistics the search also reads per row group.
+PRUNING_COLUMNS = (
+    "grid_partition",
+    "datetime",
+    "start_datetime",
+    "end_datetime",
+    "created",
+    "updated",
+    "platform",
+    "percent_valid_pixels",
+    "date_dt",
+    "latitude",
+    "longitude",
+    "bbox.xmin",
+    "bbox.ymin",
+    "bbox.xmax",
+    "bbox.ymax",
+)
+#: Parquet column statistics are written for these only: the pruning columns and ``id``
+#: (the table keeps its bounds truncated to 16 characters, for id lookups). Statistics of
+#: the other 31 leaf columns were never read (their Iceberg metrics mode is ``none``), and
+#: in a file of a few rows they are a quarter of its bytes (the full hrefs, twice each).
+STATISTICS_COLUMNS = [*PRUNING_COLUMNS, "id"]
 #: Low-cardinality columns, where dictionary pages pay; elsewhere they are pure overhead.
 DICTIONARY_COLUMNS = [
     "type",
@@ -35,6 +62,9 @@ DICTIONARY_COLUMNS = [
     "sat:orbit_state",
     "grid_partition",
 ]
+#: Below this many rows, no column is dictionary-encoded: a dictionary page for a handful
+#: of values costs more (one more page to build and compress per column) than it saves.
+DICTIONARY_MIN_ROWS = 1_000
 SORT_KEYS = [("platform", "ascending"), ("datetime", "ascending"), ("id", "ascending")]
 ROW_GROUP_ROWS = 50_000
 _WKB_TYPES = {
@@ -103,8 +133,8 @@ def _encode(table: pa.Table, presorted: bool) -> tuple[bytes, pq.FileMetaData]:
         sink,
         compression="zstd",
         row_group_size=ROW_GROUP_ROWS,
-        use_dictionary=DICTIONARY_COLUMNS,
-        write_statistics=True,
+        use_dictionary=DICTIONARY_COLUMNS if table.num_rows >= DICTIONARY_MIN_ROWS else False,
+        write_statistics=STATISTICS_COLUMNS,
         store_schema=True,
         metadata_collector=collected,
     )

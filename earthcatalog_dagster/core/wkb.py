@@ -11,6 +11,7 @@ import struct
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import shapely
 
 _POLYGON = 3
@@ -57,6 +58,53 @@ def geojson_to_wkb(geometry: dict[str, Any]) -> bytes:
         return shapely.to_wkb(shapely.geometry.shape(geometry), flavor="iso")
     except Exception as exc:  # shapely raises a zoo of types for bad input
         raise GeometryError(f"invalid GeoJSON geometry ({kind!r}): {exc}") from exc
+
+
+def polygons_to_wkb(
+    ring_counts: np.ndarray, ring_sizes: np.ndarray, xy: np.ndarray
+) -> pa.BinaryArray:
+    """ISO WKB of many 2-D Polygons at once, byte for byte what :func:`geojson_to_wkb` writes.
+
+    ``ring_counts[i]`` is the number of rings of polygon ``i``, ``ring_sizes`` the number of
+    positions of each ring (polygons in order, rings in order), ``xy`` all positions
+    (``float64``, shape ``(n, 2)``). The bytes are laid out with NumPy in one buffer: no
+    Python per polygon.
+    """
+    ring_counts = np.asarray(ring_counts, dtype=np.int64)
+    ring_sizes = np.asarray(ring_sizes, dtype=np.int64)
+    n = len(ring_counts)
+    owner = np.repeat(np.arange(n), ring_counts)  # polygon of each ring
+    ring_bytes = 4 + 16 * ring_sizes
+    sizes = 9 + np.bincount(owner, weights=ring_bytes, minlength=n).astype(np.int64)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    ring_ends = np.cumsum(ring_bytes)
+    first_ring = np.cumsum(ring_counts) - ring_counts
+    ring_base = np.concatenate(([0], ring_ends))[first_ring]  # bytes of rings before
+    ring_offsets = offsets[:-1][owner] + 9 + (ring_ends - ring_bytes) - ring_base[owner]
+
+    data = np.empty(int(offsets[-1]), dtype=np.uint8)
+    header = np.zeros(len(data), dtype=bool)
+    _put_u32(data, header, offsets[:-1] + 1, np.full(n, _POLYGON))
+    _put_u32(data, header, offsets[:-1] + 5, ring_counts)
+    _put_u32(data, header, ring_offsets, ring_sizes)
+    data[offsets[:-1]] = 1  # little endian
+    header[offsets[:-1]] = True
+    data[~header] = np.ascontiguousarray(xy, dtype="<f8").view(np.uint8).reshape(-1)
+    if offsets[-1] >= 2**31:
+        raise ValueError("WKB of the batch exceeds 2 GiB")
+    return pa.Array.from_buffers(
+        pa.binary(),
+        n,
+        [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)],
+    )
+
+
+def _put_u32(data: np.ndarray, header: np.ndarray, at: np.ndarray, values: np.ndarray) -> None:
+    """Write little-endian uint32 ``values`` at byte offsets ``at`` and mark them header."""
+    where = (np.asarray(at, dtype=np.int64)[:, None] + np.arange(4)).reshape(-1)
+    data[where] = np.asarray(values, dtype="<u4").view(np.uint8)
+    header[where] = True
 
 
 def geometry_bounds(geometry: dict[str, Any]) -> tuple[float, float, float, float]:

@@ -66,6 +66,7 @@ from earthcatalog_dagster.pipeline.commit import (
     session_for,
     sync_index,
 )
+from earthcatalog_dagster.pipeline.compute import release_pool
 from earthcatalog_dagster.pipeline.delta import DeltaSourceNotFound, daily_delta
 from earthcatalog_dagster.pipeline.hash_sync import merge_staged_aliases, read_staged_aliases
 from earthcatalog_dagster.pipeline.outcomes import (
@@ -110,10 +111,15 @@ class ChunkConfig(Config):
 
 class ComputeConfig(Config):
     """How this run's tasks run; ``scheduler``/``workers`` unset take the ``compute``
-    resource's values (whose defaults are :data:`options.DEFAULTS`'s)."""
+    resource's values (scheduler ``auto`` by default, see
+    :data:`~earthcatalog_dagster.orchestration.resources.DEFAULT_SCHEDULER`)."""
 
-    scheduler: str | None = Field(default=None, description="local | synchronous | address")
-    workers: int | None = Field(default=None, description="Dask workers (local scheduler)")
+    scheduler: str | None = Field(
+        default=None, description="auto | processes | synchronous | local | tcp://address"
+    )
+    workers: int | None = Field(
+        default=None, description="Worker processes (local; auto/processes: at most the CPUs)"
+    )
     fetch_concurrency: int = Field(
         default=DEFAULTS.fetch_concurrency, description="Concurrent GETs per task"
     )
@@ -297,7 +303,7 @@ def staged_chunks(
 @asset(
     **_COMMON,
     description=(
-        "Per chunk (one Dask task each): fetch, fan out to H3 cells, write NDJSON per "
+        "Per chunk (one task each): fetch, fan out to H3 cells, write NDJSON per "
         "(cell, year); failed keys to `pending_chunks/`, bad items to `rejects/`. Fails when "
         "every fetched object (or more than `max_missing_fraction`) is missing."
     ),
@@ -392,7 +398,7 @@ def ndjson_items(
 @asset(
     **_COMMON,
     description=(
-        "Per (cell, year) (one Dask task each): NDJSON deduplicated by id (latest `updated` "
+        "Per (cell, year) (one task each): NDJSON deduplicated by id (latest `updated` "
         "wins) and written as GeoParquet under deterministic names in the warehouse."
     ),
     check_specs=checks.WAREHOUSE_CHECKS,
@@ -431,17 +437,22 @@ def warehouse_parquets(
     )
     task = s3.task(
         functools.partial(
-            _compact,
+            phases.compact_task,
             staging_dir=staging,
             warehouse=cfg.warehouse,
             token=token,
             registered=registered,
             compact_rows=options.compact_rows,
+            keep_ids=True,  # the checks' and the hash index's evidence: no file read back
         ),
     )
     results = compute.map(task, ndjson_items.buckets, options)
     files = tuple(f for r in results for f in r.files)
     rows = sum(r.rows for r in results)
+    # What the checks need, from what the tasks returned (only files of buckets compacted
+    # by an earlier attempt are read back); the ids are also kept for the next two steps.
+    new = checks.NewRows.from_results(results)
+    checks.write_new_ids(staging, new)
     yield Output(
         WarehouseDescriptor(files=files, rows=rows, resolution=ndjson_items.resolution),
         metadata={
@@ -455,17 +466,10 @@ def warehouse_parquets(
             "duration s": _seconds(start),
         },
     )
-    # What the checks need, read once: the new files' rows and the hash index.
-    new = checks.NewRows.read(files)
     index = checks.load_index(cfg.warehouse_hash)
     yield checks.files_match_their_bucket(new)
     yield checks.no_duplicate_rows(new, index)
     yield checks.delta_accounted_for(new, index, staging, ndjson_items)
-
-
-def _compact(bucket: tuple[str, str], **kwargs: Any) -> phases.BucketResult:
-    cell, year = bucket
-    return phases.compact_bucket(kwargs.pop("staging_dir"), cell, year, **kwargs)
 
 
 @asset(
@@ -491,15 +495,18 @@ def iceberg_table(
         return Output(
             RegistrationDescriptor(ingested=ingested), metadata=_ingested_metadata(ingested, start)
         )
+    release_pool()  # the compaction's workers: their memory back before registering
     cfg = _settings(roots, catalog)
     options = _options(catalog)
     if warehouse_parquets.resolution is not None:
         # The files were fanned out at this resolution: that is what gets registered.
         options = options.with_values(h3_resolution=warehouse_parquets.resolution)
     plan = _plan(cfg, options)
+    # The ids warehouse_parquets recorded: the overlap check reads no file for them.
+    known_ids = checks.read_new_ids(_staging(roots, context), warehouse_parquets.files)
     try:
         with session_for(cfg, options, _owner(context)) as session:
-            _, result = register(session, cfg, plan, warehouse_parquets.files)
+            _, result = register(session, cfg, plan, warehouse_parquets.files, known_ids=known_ids)
     except ResolutionError as exc:
         raise Failure(description=str(exc)) from None
     return Output(
@@ -509,6 +516,7 @@ def iceberg_table(
             added=result.files_registered,
             skipped=result.files_already_registered,
             table_created=result.table_created,
+            rewritten=tuple(result.files_rewritten),
         ),
         metadata={
             "snapshot id": str(result.snapshot_id) if result.snapshot_id else "none",
@@ -550,8 +558,14 @@ def hash_index(
         return
     cfg = _settings(roots, catalog)
     options = _options(catalog)
-    # The new files' ids, read once: the sync merges them and the check looks them up.
-    known_ids = checks.read_ids_by_file(iceberg_table.files)
+    staging = _staging(roots, context)
+    # The new files' ids, as warehouse_parquets recorded them (files the registration
+    # rewrote, or without a record, are read): the sync merges them, the check looks them up.
+    rewritten = set(iceberg_table.rewritten)
+    known_ids = checks.read_new_ids(staging, [f for f in iceberg_table.files if f not in rewritten])
+    known_ids.update(
+        checks.read_ids_by_file([f for f in iceberg_table.files if f not in known_ids])
+    )
     synced = None
     with session_for(cfg, options, _owner(context)) as session:
         table = iceberg.load_table(iceberg.open_catalog(session.local, cfg.warehouse))
@@ -560,11 +574,12 @@ def hash_index(
                 table, cfg, known_ids=known_ids, rebuild=iceberg_table.table_created
             )
             # Keys whose item id differs: never fetched again (after the ids, like them).
-            merge_staged_aliases(_staging(roots, context), cfg.warehouse_hash)
+            merge_staged_aliases(staging, cfg.warehouse_hash)
     date = context.partition_key
     done = layout.delta_ingested(cfg.delta_prefix, date)
     storage.move(layout.delta_pending(cfg.delta_prefix, date), done)
-    cleaned = phases.clear_markers(_staging(roots, context))
+    cleaned = phases.clear_markers(staging)
+    storage.delete(checks.new_ids_uri(staging))
     yield Output(
         HashIndexDescriptor(
             hashes_before=synced.before if synced else None,

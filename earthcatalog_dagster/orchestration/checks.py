@@ -1,9 +1,11 @@
 """The asset checks of group ``ingest``: one function per check, each on typed inputs.
 
-A step reads what its checks need once — the new warehouse files' rows
-(:class:`NewRows`), the hash index — and hands the same objects to every check, so no
-file and no index is read twice in a step. The check specs live here too, beside the
-functions that evaluate them.
+A step gathers what its checks need once — the new warehouse files' cells, years and ids
+(:class:`NewRows`, from what the step's own tasks returned: no file is read back), the
+hash index — and hands the same objects to every check. The new files' ids are also kept
+in one staging file (:func:`write_new_ids`) for the registration and the hash index sync
+of the same partition. The check specs live here too, beside the functions that
+evaluate them.
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ from earthcatalog_dagster.core.hash_index import HashIndex, hash_ids, load_hash_
 from earthcatalog_dagster.core.inventory import ids_of_keys
 from earthcatalog_dagster.orchestration.descriptors import AlreadyIngested, NdjsonDescriptor
 from earthcatalog_dagster.pipeline.hash_sync import read_staged_aliases
+from earthcatalog_dagster.pipeline.phases import BucketResult
 
 FILES_MATCH = "files_match_their_bucket"
 NO_DUPLICATES = "no_duplicate_rows"
 DELTA_ACCOUNTED = "delta_accounted_for"
 INDEX_HOLDS = "index_holds_new_ids"
 _READ_THREADS = 8
+#: ``<staging>/delta_D/<NEW_IDS_FILE>``: the new files' ids (:func:`write_new_ids`).
+NEW_IDS_FILE = "warehouse_ids.parquet"
 
 WAREHOUSE_CHECKS = [
     AssetCheckSpec(
@@ -63,39 +68,158 @@ HASH_INDEX_CHECKS = [
 
 @dataclass(frozen=True)
 class NewRows:
-    """The ``id``, ``grid_partition`` and ``datetime`` of each new warehouse file, read once.
+    """What the checks need of each new warehouse file: its cells, its years and its ids.
 
+    Built from what ``warehouse_parquets``' tasks returned for the files they wrote
+    (:meth:`from_results`: the cells, years and ids of the rows each file was written
+    with), so the step reads no file back; a file without that record (its bucket was
+    compacted by an earlier attempt, or spans several cells) is read (:meth:`read`).
     Files that are gone are left out: on a rerun, registration may have deleted a file
     whose every row another run registered first (pipeline/overlap.py).
     """
 
     files: tuple[str, ...]
-    parts: tuple[pa.Table, ...]
+    cells: tuple[frozenset[str], ...]
+    years: tuple[frozenset[str], ...]
+    #: Per file: the ``id`` of each row, and the ``grid_partition`` of each row.
+    row_ids: tuple[pa.Array, ...]
+    row_cells: tuple[pa.Array, ...]
+    files_read: int = 0
+
+    @classmethod
+    def from_results(cls, results: Iterable[BucketResult]) -> NewRows:
+        parts: list[tuple[str, frozenset[str], frozenset[str], pa.Array, pa.Array]] = []
+        unknown: list[str] = []
+        for result in results:
+            known = (
+                result.ids is not None
+                and result.file_cells is not None
+                and result.file_years is not None
+            )
+            for i, uri in enumerate(result.files):
+                if not known or len(result.file_cells[i]) != 1:  # type: ignore[index]
+                    unknown.append(uri)
+                    continue
+                cell = result.file_cells[i][0]  # type: ignore[index]
+                ids = result.ids[i]  # type: ignore[index]
+                cells = pa.array([cell] * len(ids), pa.string())
+                years = frozenset(result.file_years[i])  # type: ignore[index]
+                parts.append((uri, frozenset([cell]), years, ids, cells))
+        read = cls.read(unknown)
+        for uri, cells, years, ids, row_cells in zip(
+            read.files, read.cells, read.years, read.row_ids, read.row_cells, strict=True
+        ):
+            parts.append((uri, cells, years, ids, row_cells))
+        return cls._of(parts, files_read=read.files_read)
 
     @classmethod
     def read(cls, files: Iterable[str]) -> NewRows:
+        """The same, read from the files (those that still exist)."""
         present = [uri for uri in files if storage.exists(uri)]
-        with ThreadPoolExecutor(max_workers=_READ_THREADS) as pool:
-            parts = list(
-                pool.map(
-                    lambda uri: storage.read_parquet(
-                        uri, columns=["id", "grid_partition", "datetime"]
-                    ),
-                    present,
-                )
+
+        def one(uri: str) -> tuple[str, frozenset[str], frozenset[str], pa.Array, pa.Array]:
+            rows = storage.read_parquet(uri, columns=["id", "grid_partition", "datetime"])
+            cells = frozenset(pc.unique(rows["grid_partition"]).to_pylist())
+            years = frozenset(
+                str(y) if y is not None else layout.NO_YEAR
+                for y in pc.unique(pc.year(rows["datetime"])).to_pylist()
             )
-        return cls(tuple(present), tuple(parts))
+            return (
+                uri,
+                cells,
+                years,
+                rows["id"].combine_chunks(),
+                rows["grid_partition"].combine_chunks(),
+            )
+
+        with ThreadPoolExecutor(max_workers=_READ_THREADS) as pool:
+            parts = list(pool.map(one, present))
+        return cls._of(parts, files_read=len(present))
+
+    @classmethod
+    def _of(
+        cls,
+        parts: Sequence[tuple[str, frozenset[str], frozenset[str], pa.Array, pa.Array]],
+        files_read: int,
+    ) -> NewRows:
+        return cls(
+            files=tuple(p[0] for p in parts),
+            cells=tuple(p[1] for p in parts),
+            years=tuple(p[2] for p in parts),
+            row_ids=tuple(p[3] for p in parts),
+            row_cells=tuple(p[4] for p in parts),
+            files_read=files_read,
+        )
 
     @cached_property
     def table(self) -> pa.Table | None:
-        return pa.concat_tables(self.parts) if self.parts else None
+        """``id`` and ``grid_partition`` of every new row (``None``: no new file)."""
+        if not self.files:
+            return None
+        return pa.table(
+            {
+                "id": concat_ids(self.row_ids),
+                "grid_partition": concat_ids(self.row_cells),
+            }
+        )
 
     @cached_property
     def ids(self) -> pa.Array:
         """The distinct ids of the new rows."""
         if self.table is None:
             return pa.array([], pa.string())
-        return pc.unique(self.table["id"].combine_chunks())
+        return pc.unique(self.table["id"])
+
+    def ids_by_file(self) -> dict[str, pa.Array]:
+        return dict(zip(self.files, self.row_ids, strict=True))
+
+
+def write_new_ids(staging: str, new: NewRows) -> str:
+    """Each new file's ids, in one staging file (``file``, ``id``): the registration and
+    the hash index sync of the same partition take them from there instead of reading
+    every file back. Returns its URI."""
+    uri = new_ids_uri(staging)
+    lengths = [len(ids) for ids in new.row_ids]
+    table = pa.table(
+        {
+            "file": pa.array(
+                [uri_ for uri_, n in zip(new.files, lengths, strict=True) for _ in range(n)],
+                pa.string(),
+            ),
+            "id": concat_ids(new.row_ids),
+        }
+    )
+    storage.write_parquet(table, uri)
+    return uri
+
+
+def new_ids_uri(staging: str) -> str:
+    return layout.join(staging, NEW_IDS_FILE)
+
+
+def read_new_ids(staging: str, files: Iterable[str]) -> dict[str, pa.Array]:
+    """The ids :func:`write_new_ids` recorded for ``files`` (files it does not list, or no
+    record at all: left out, for the caller to read)."""
+    uri = new_ids_uri(staging)
+    wanted = set(files)
+    if not wanted or not storage.exists(uri):
+        return {}
+    table = storage.read_parquet(uri, columns=["file", "id"])
+    table = table.filter(pc.is_in(table["file"], value_set=pa.array(sorted(wanted), pa.string())))
+    if table.num_rows == 0:
+        return {}
+    table = table.sort_by("file")
+    files_col = table["file"].combine_chunks()
+    ids = table["id"].combine_chunks()
+    # Runs of one file name: the boundaries where the name changes.
+    out: dict[str, pa.Array] = {}
+    values = files_col.to_pylist()
+    start = 0
+    for i in range(1, len(values) + 1):
+        if i == len(values) or values[i] != values[start]:
+            out[values[start]] = ids.slice(start, i - start)
+            start = i
+    return out
 
 
 def load_index(uri: str) -> HashIndex:
@@ -104,8 +228,8 @@ def load_index(uri: str) -> HashIndex:
 
 
 def read_ids_by_file(files: Iterable[str]) -> dict[str, pa.Array]:
-    """Each file's ``id`` column, read once: the hash-index sync takes them as
-    ``known_ids`` (so it does not read the files again) and the check looks them up."""
+    """Each file's ``id`` column, read: the hash-index sync takes them as ``known_ids``
+    (so it does not read the files again) and the check looks them up."""
     files = list(files)
 
     def ids(uri: str) -> pa.Array:
@@ -116,7 +240,7 @@ def read_ids_by_file(files: Iterable[str]) -> dict[str, pa.Array]:
 
 
 def concat_ids(arrays: Iterable[pa.Array]) -> pa.Array:
-    arrays = list(arrays)
+    arrays = [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays]
     return pa.concat_arrays(arrays) if arrays else pa.array([], pa.string())
 
 
@@ -124,19 +248,18 @@ def files_match_their_bucket(new: NewRows) -> AssetCheckResult:
     """Each file holds exactly the (cell, year) its path names (``add_files`` infers the
     partition from the file's statistics, so a file spanning two would break the table)."""
     mismatched = []
-    for uri, rows in zip(new.files, new.parts, strict=True):
+    for uri, cells, years in zip(new.files, new.cells, new.years, strict=True):
         cell, year = layout.parse_warehouse_file(uri) or ("?", "?")
-        cells = set(pc.unique(rows["grid_partition"]).to_pylist())
-        years = {
-            str(y) if y is not None else layout.NO_YEAR
-            for y in pc.unique(pc.year(rows["datetime"])).to_pylist()
-        }
         if cells != {cell} or years != {year}:
             mismatched.append(f"{uri}: cells {sorted(cells)}, years {sorted(years)}")
     return AssetCheckResult(
         check_name=FILES_MATCH,
         passed=not mismatched,
-        metadata={"files checked": len(new.files), "mismatched": "\n".join(mismatched[:20])},
+        metadata={
+            "files checked": len(new.files),
+            "files read back": new.files_read,
+            "mismatched": "\n".join(mismatched[:20]),
+        },
     )
 
 

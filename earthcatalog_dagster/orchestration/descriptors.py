@@ -115,6 +115,9 @@ class RegistrationDescriptor(Descriptor):
     added: int = 0
     skipped: int = 0
     table_created: bool = False
+    #: Files the registration rewrote without rows registered elsewhere (their ids
+    #: differ from what ``warehouse_parquets`` recorded).
+    rewritten: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,20 +16,34 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from dagster import ConfigurableResource, InitResourceContext
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from earthcatalog_dagster.config import Settings
-from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.partitioning import DEFAULT_RESOLUTION
 from earthcatalog_dagster.options import DEFAULTS, IngestOptions
-from earthcatalog_dagster.pipeline.compute import run_tasks
+from earthcatalog_dagster.pipeline.compute import (
+    S3Task,
+    configure_data_plane,
+    run_tasks,
+)
+
+__all__ = [
+    "DaskCompute",
+    "DataPlaneS3",
+    "IcebergCatalog",
+    "S3Task",
+    "StorageRoots",
+    "configure_data_plane",
+    "run_options",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
 
 class DataPlaneS3(S3Resource):
     """``dagster_aws``'s S3 resource (resource ``s3``), which also configures the data plane.
@@ -71,28 +85,6 @@ class DataPlaneS3(S3Resource):
     def task(self, fn: Callable[[T], R]) -> S3Task[T, R]:
         """``fn`` wrapped to run with this resource's S3 settings wherever it runs."""
         return S3Task(fn, self.data_plane_settings())
-
-
-def configure_data_plane(settings: dict[str, str]) -> None:
-    """Give :mod:`storage` these S3 settings unless it has them (stores stay cached)."""
-    if storage.s3_overrides() != settings:
-        storage.configure_s3(**settings)
-
-
-class S3Task(Generic[T, R]):
-    """``fn`` run with the data plane configured from S3 settings: for Dask worker
-    processes. The settings travel with the task; ``repr`` shows none of them."""
-
-    def __init__(self, fn: Callable[[T], R], settings: dict[str, str]) -> None:
-        self.fn = fn
-        self.settings = settings
-
-    def __call__(self, item: T) -> R:
-        configure_data_plane(self.settings)
-        return self.fn(item)
-
-    def __repr__(self) -> str:
-        return f"S3Task({self.fn!r}, <{len(self.settings)} S3 settings>)"
 
 
 class StorageRoots(ConfigurableResource):
@@ -176,18 +168,37 @@ class IcebergCatalog(ConfigurableResource):
         }
 
 
-class DaskCompute(ConfigurableResource):
-    """Where phase tasks run: ``synchronous``, ``local`` (a LocalCluster) or an address.
+#: The deployment's scheduler when neither ``$EARTHCATALOG_SCHEDULER`` nor the resource's
+#: field says one: ``auto`` (:func:`~earthcatalog_dagster.pipeline.compute.resolve_scheduler`)
+#: runs a step's tasks in a pool of one process per CPU (one task: in the step's own
+#: process). A daily partition (tens of thousands of items) on a 2-core CI runner spent
+#: more time starting a Dask ``LocalCluster`` (a scheduler, nannies, four workers each
+#: importing everything, once per step) than working, and a pool forked from one
+#: pre-imported server uses both cores just the same. ``local`` (a LocalCluster),
+#: ``synchronous`` or a ``tcp://`` address remain one setting away.
+DEFAULT_SCHEDULER = "auto"
 
-    Defaults are the ingest defaults (:data:`~earthcatalog_dagster.options.DEFAULTS`);
-    ``$EARTHCATALOG_SCHEDULER`` overrides the scheduler's.
+
+class DaskCompute(ConfigurableResource):
+    """Where phase tasks run: ``auto`` (default), ``processes``, ``synchronous``,
+    ``local`` (a Dask LocalCluster), ``coiled`` or a scheduler address.
+
+    ``$EARTHCATALOG_SCHEDULER`` overrides the default scheduler (:data:`DEFAULT_SCHEDULER`);
+    ``workers`` and ``threads_per_worker`` default to the ingest defaults
+    (:data:`~earthcatalog_dagster.options.DEFAULTS`); ``processes``/``auto`` never start
+    more processes than there are CPUs.
     """
 
     scheduler: str = Field(
-        default_factory=lambda: os.environ.get("EARTHCATALOG_SCHEDULER", DEFAULTS.scheduler),
-        description="synchronous | local | coiled | tcp://host:8786 ($EARTHCATALOG_SCHEDULER)",
+        default_factory=lambda: os.environ.get("EARTHCATALOG_SCHEDULER", DEFAULT_SCHEDULER),
+        description=(
+            "auto | processes | synchronous | local | coiled | tcp://host:8786 "
+            "($EARTHCATALOG_SCHEDULER)"
+        ),
     )
-    workers: int = Field(default=DEFAULTS.workers, description="Worker processes (local)")
+    workers: int = Field(
+        default=DEFAULTS.workers, description="Worker processes (local; at most the CPUs for auto)"
+    )
     threads_per_worker: int = Field(
         default=DEFAULTS.threads_per_worker, description="Threads of each local worker"
     )

@@ -33,6 +33,7 @@ from earthcatalog_dagster.pipeline import phases
 from earthcatalog_dagster.pipeline.compute import (
     close_client,
     open_client,
+    release_pool,
     run_tasks,
     validate_scheduler,
 )
@@ -47,6 +48,8 @@ from earthcatalog_dagster.pipeline.outcomes import (
 log = logging.getLogger(__name__)
 RETRY_BASE = 1_000_000  # chunk numbers of retried pending keys start here
 OWNER = "earthcatalog-dagster bulk_ingest()"
+#: Schedulers that run on this machine without Dask (:mod:`.compute`).
+IN_MACHINE = ("synchronous", "processes", "auto")
 
 
 @dataclass
@@ -338,7 +341,7 @@ def _phase_3_parquet(
         else frozenset()
     )
     compact = functools.partial(
-        _compact,
+        phases.compact_task,
         staging_dir=run.staging_dir,
         warehouse=run.cfg.warehouse,
         token=token,
@@ -376,7 +379,9 @@ def _phase_4_commit(run: _BulkRun, files: list[str]) -> None:
 class _SharedWorkers:
     """Runs Phases 2 and 3 on one Dask client, opened on first use (``create_client`` is
     called once per run, right before the first distributed task) and closed after
-    Phase 3 or on the first failure; ``synchronous`` runs in this process."""
+    Phase 3 or on the first failure; ``synchronous`` runs in this process, ``processes``
+    and ``auto`` on this machine's process pool (:func:`.compute.run_in_pool`, kept from
+    Phase 2 to Phase 3 and stopped before Phase 4)."""
 
     def __init__(
         self,
@@ -389,10 +394,15 @@ class _SharedWorkers:
         self.create_client = create_client
         self.client: Any = None
         self.cluster: Any = None
+        self.pooled = False
 
     def __call__(self, fn: Callable[[Any], Any], items: Sequence[Any], on_result: Any = None):
-        if not items or (self.scheduler == "synchronous" and self.create_client is None):
-            return run_tasks(fn, items, scheduler="synchronous", on_result=on_result)
+        if not items or (self.scheduler in IN_MACHINE and self.create_client is None):
+            if self.scheduler != "synchronous":
+                self.pooled = True
+            return run_tasks(
+                fn, items, scheduler=self.scheduler, workers=self.workers, on_result=on_result
+            )
         try:
             if self.client is None:
                 self.client, self.cluster = open_client(
@@ -404,6 +414,9 @@ class _SharedWorkers:
             raise
 
     def close(self) -> None:
+        if self.pooled:
+            self.pooled = False
+            release_pool()
         if self.client is not None:
             client, cluster, self.client, self.cluster = self.client, self.cluster, None, None
             close_client(client, cluster)
@@ -411,11 +424,6 @@ class _SharedWorkers:
 
 def _digest(text: str) -> str:
     return xxhash.xxh3_64_hexdigest(text.encode())[:12]
-
-
-def _compact(bucket: Sequence[str], **kwargs: Any) -> phases.BucketResult:
-    cell, year = bucket
-    return phases.compact_bucket(kwargs.pop("staging_dir"), cell, year, **kwargs)
 
 
 def _marker_or_empty(staging_dir: str, chunk: str) -> phases.ChunkResult:

@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import xxhash
 
 from earthcatalog_dagster import layout
@@ -293,7 +294,14 @@ def ingest_chunk(
 
 @dataclass
 class BucketResult:
-    """The warehouse files one (cell, year) bucket was compacted into."""
+    """The warehouse files one (cell, year) bucket was compacted into.
+
+    ``file_cells``/``file_years`` say, per file, the cells and years of the rows written
+    to it (both ``[cell]``/``[year]`` when all is well): the asset checks read them
+    instead of reading the files back. ``ids`` (only with ``compact_bucket(keep_ids=True)``,
+    never in the marker) holds each file's ``id`` column, for the checks and the hash
+    index sync of the same run.
+    """
 
     cell: str
     year: str
@@ -301,12 +309,19 @@ class BucketResult:
     rows: int = 0
     bytes: int = 0
     duplicates_dropped: int = 0
+    file_cells: list[list[str]] | None = None
+    file_years: list[list[str]] | None = None
     skipped: bool = False
+    ids: list[pa.Array] | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> bytes:
-        data = asdict(self)
-        data.pop("skipped")
+        data = {k: v for k, v in self.__dict__.items() if k not in ("skipped", "ids")}
         return json.dumps(data).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> BucketResult:
+        """A marker's result (markers of older versions lack ``file_cells``/``file_years``)."""
+        return cls(**json.loads(data), skipped=True)
 
 
 def compact_bucket(
@@ -318,15 +333,18 @@ def compact_bucket(
     token: str,
     registered: frozenset[str] | set[str] = frozenset(),
     compact_rows: int = 200_000,
+    keep_ids: bool = False,
 ) -> BucketResult:
     """Phase 3 for one bucket: its NDJSON → deduplicated, sorted GeoParquet files.
 
     File numbers start at the first one not registered in the table, so a rerun
     overwrites what a killed run left and never replaces a registered file.
+    ``keep_ids``: return each new file's ids (``BucketResult.ids``; not for a bucket
+    skipped by its marker).
     """
     marker = layout.bucket_marker(staging_dir, cell, year)
     if storage.exists(marker):
-        return BucketResult(**json.loads(storage.read_bytes(marker)), skipped=True)
+        return BucketResult.from_json(storage.read_bytes(marker))
     prefix = layout.join(layout.ndjson_dir(staging_dir), cell, year)
     sources = [o.uri for o in storage.list_objects(prefix, suffix=".ndjson")]
     # Stream: a few dozen NDJSON files in memory at a time, each parsed straight to Arrow.
@@ -341,7 +359,14 @@ def compact_bucket(
                 parts.append(_ndjson_rows(got.uri, got.data, cell))
     table = pa.concat_tables(parts) if parts else WAREHOUSE_SCHEMA.empty_table()
     deduped = dedupe_latest(table)
-    result = BucketResult(cell, year, duplicates_dropped=table.num_rows - deduped.num_rows)
+    result = BucketResult(
+        cell,
+        year,
+        duplicates_dropped=table.num_rows - deduped.num_rows,
+        file_cells=[],
+        file_years=[],
+        ids=[] if keep_ids else None,
+    )
     sequence = 0
     while layout.warehouse_file(warehouse, cell, year, token, sequence) in registered:
         sequence += 1
@@ -352,13 +377,26 @@ def compact_bucket(
     for _, rows in split_buckets(deduped):
         for offset in range(0, rows.num_rows, compact_rows):
             uri = layout.warehouse_file(warehouse, cell, year, token, sequence)
-            written = write_geoparquet(rows.slice(offset, compact_rows), uri, presorted=True)
+            part = rows.slice(offset, compact_rows)
+            written = write_geoparquet(part, uri, presorted=True)
             result.bytes += written.size
             result.files.append(uri)
-            result.rows += min(compact_rows, rows.num_rows - offset)
+            result.rows += part.num_rows
+            # What this file holds, from the rows just written (the checks' evidence).
+            result.file_cells.append(sorted(pc.unique(part["grid_partition"]).to_pylist()))
+            result.file_years.append(sorted(pc.unique(year_labels(part)).to_pylist()))
+            if result.ids is not None:
+                result.ids.append(part["id"].combine_chunks())
             sequence += 1
     storage.write_bytes(marker, result.to_json())
     return result
+
+
+def compact_task(bucket: tuple[str, str] | list[str], **kwargs: Any) -> BucketResult:
+    """:func:`compact_bucket` of one ``(cell, year)``: the Phase 3 task (picklable, for
+    worker processes; ``kwargs`` are :func:`compact_bucket`'s, ``staging_dir`` included)."""
+    cell, year = bucket
+    return compact_bucket(kwargs.pop("staging_dir"), cell, year, **kwargs)
 
 
 def _ndjson_rows(uri: str, data: bytes, cell: str) -> pa.Table:

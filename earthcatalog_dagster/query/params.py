@@ -6,7 +6,9 @@ CLI strings or a STAC API request — becomes one :class:`SearchParams`, or rais
 to a 400. Planning and execution only ever see validated values:
 
 * the query area as one shapely geometry in lon/lat, folded into [-180, 180]: a ``bbox``
-  whose west is greater than its east crosses the antimeridian and becomes two boxes;
+  whose west is greater than its east crosses the antimeridian and becomes two boxes; an
+  ``intersects`` polygon whose ring jumps more than 180° of longitude between two
+  vertices (``170 → -170``) crosses it too, and is cut there (:func:`across_antimeridian`);
 * the time interval as two optional UTC datetimes (``None``: open end);
 * the CQL2 filter as a parsed ``cql2.Expr`` (text or JSON);
 * ``fields`` as include/exclude sets, ``sortby`` as ``(column, ascending)`` pairs.
@@ -158,9 +160,44 @@ def parse_intersects(value: Any) -> shapely.Geometry:
         raise QueryError("intersects has non-finite coordinates")
     if y_min < -90.0 or y_max > 90.0 or x_min < -180.0 or x_max > 180.0:
         raise QueryError("intersects coordinates must be lon/lat within [-180, 180] × [-90, 90]")
+    geometry = across_antimeridian(geometry)
     if not geometry.is_valid:
         geometry = shapely.make_valid(geometry)
     return geometry
+
+
+def across_antimeridian(geometry: shapely.Geometry) -> shapely.Geometry:
+    """``geometry`` with each polygon whose ring crosses ±180 cut there (RFC 7946 §3.1.9).
+
+    GeoJSON rings are lists of positions, and a step such as ``170 → -170`` is read the
+    short way (20° east, across the antimeridian), as the fan-out reads stored footprints
+    (:func:`~earthcatalog_dagster.query.geometry.planar_area`): read as a plane, the same
+    ring would be the band round the rest of the world. A ring winding round a pole is the
+    cap between it and the pole. A step along the antimeridian itself (``-180 → 180``, the
+    edge of a world-wide box) is not a crossing, and polygons without a jump of more than
+    180° are returned as they are. To mean an edge longer than 180°, add vertices.
+    """
+    from earthcatalog_dagster.query.geometry import planar_area
+
+    parts = list(shapely.get_parts(geometry))
+    if not any(isinstance(p, shapely.Polygon) and _crosses(p) for p in parts):
+        return geometry
+    pieces = [planar_area(p) if isinstance(p, shapely.Polygon) and _crosses(p) else p
+              for p in parts]
+    return shapely.union_all(pieces)
+
+
+def _crosses(polygon: shapely.Polygon) -> bool:
+    """A ring step of more than 180° of longitude, not along the ±180 meridian."""
+    for ring in (polygon.exterior, *polygon.interiors):
+        lons = shapely.get_coordinates(ring)[:, 0]
+        if len(lons) < 2:
+            continue
+        a, b = lons[:-1], lons[1:]
+        jump = (abs(b - a) > 180.0) & ~((abs(a) == 180.0) & (abs(b) == 180.0))
+        if jump.any():
+            return True
+    return False
 
 
 def _finite(x: float) -> bool:

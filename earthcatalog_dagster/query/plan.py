@@ -14,9 +14,10 @@ that does); exactness comes from the row-level pass in :mod:`.execute`:
    so the scan's filter is ``datetime ∈ [a, b] OR (start ≤ b AND end ≥ a)``: PyIceberg
    prunes files on the column statistics of all three (``full`` metrics in the table).
    Plus the simple comparisons of a CQL2 filter and ``ids`` (statistics of ``id``).
-   One snapshot (the current one or ``as_of``); its manifests are decoded once per process
-   into a column-wise file index (:mod:`.files`) that applies the same inclusive tests as
-   PyIceberg's scan, vectorized (PyIceberg's ``plan_files`` for tables with delete files).
+   One snapshot (the current one or ``as_of``); each of its manifests is decoded once (kept
+   in the process and in an on-disk cache) into a column-wise file index (:mod:`.files`)
+   that applies the same inclusive tests as PyIceberg's scan, vectorized (PyIceberg's
+   ``plan_files`` for tables with delete files).
 3. **Row groups** — in the worker that reads a file (:func:`row_groups_to_read`): the file
    bbox of its GeoParquet ``geo`` metadata and the Parquet statistics of the
    ``bbox.xmin/ymin/xmax/ymax`` covering columns, per row group. (Iceberg keeps no

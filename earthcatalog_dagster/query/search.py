@@ -76,6 +76,9 @@ def search(
         bbox: ``[west, south, east, north]`` (or the same as ``"W,S,E,N"``); ``west > east``
             crosses the antimeridian. Not together with ``intersects``.
         intersects: a GeoJSON geometry (dict or JSON text) or a shapely geometry, lon/lat.
+            A polygon ring stepping more than 180° of longitude (``170 → -170``) crosses
+            the antimeridian and is cut there, as stored footprints are read (add
+            vertices to mean an edge longer than 180°).
         datetime: an RFC 3339 instant or interval ``start/end``, ``..`` for an open end (or a
             ``datetime``, or a ``(start, end)`` pair); a bare date is the whole day. Items
             with ``start_datetime``/``end_datetime`` match when their range overlaps it.

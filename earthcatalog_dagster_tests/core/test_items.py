@@ -156,6 +156,13 @@ SQUARE = _polygon((10.0, 60.0), (11.0, 60.0), (11.0, 61.0), (10.0, 61.0))
             {"type": "MultiPoint", "coordinates": [[10.0, 60.0], [-math.inf, 0.0]]},
             ["non-finite", "-inf"],
         ),
+        # Rings GEOS cannot build (RFC 7946: closed, at least 4 positions): once a crash
+        # of the whole batch, now a reject naming what is wrong.
+        (
+            {"type": "Polygon", "coordinates": [[[10, 60], [11, 60], [11, 61], [10, 61]]]},
+            ["closed"],
+        ),
+        ({"type": "Polygon", "coordinates": [[[10.0, 60.0]]]}, ["point array"]),
     ],
 )
 def test_impossible_coordinates_are_rejected_with_a_reason(geometry, words) -> None:

@@ -514,3 +514,38 @@ def test_bad_arguments_exit_code_of_the_command(home) -> None:
     done = _cli(home, "--inventory", "/nonexistent/manifest.json", "--scheduler", "nope")
     assert done.returncode == 2
     assert "error: unknown scheduler 'nope'" in done.stderr
+
+
+def test_process_pool_gives_the_same_catalog_as_synchronous(tmp_path, monkeypatch) -> None:
+    """``processes`` (the pool ``auto`` picks on a multi-core machine) is the loop's work
+    on every core: the same summary and rows, one pool for Phases 2 and 3, no cluster."""
+    from earthcatalog_dagster.pipeline import compute
+
+    sync, pooled = Settings.embedded(tmp_path / "sync"), Settings.embedded(tmp_path / "pool")
+    day, manifest = write_day(sync, DAY_1, N_ITEMS, seed=3)
+    _, manifest_pooled = write_day(pooled, DAY_1, N_ITEMS, seed=3)
+    pools = []
+    real_pool = compute.process_pool
+    monkeypatch.setattr(compute, "process_pool", lambda n: pools.append(n) or real_pool(n))
+    monkeypatch.setattr(distributed, "LocalCluster", None)  # never started
+
+    first = bulk_ingest(manifest, mode="full", h3_resolution=RESOLUTION, settings=sync, **SYNC)
+    second = bulk_ingest(
+        manifest_pooled,
+        mode="full",
+        h3_resolution=RESOLUTION,
+        settings=pooled,
+        scheduler="processes",
+        workers=2,
+        chunk_size=CHUNK_SIZE,
+        progress=False,
+    )
+    assert second.reconciles, second.render()
+    assert len(pools) == 2 and compute._pool is None  # Phases 2 and 3; stopped before 4
+    for field in ("source_rows", "items_written", "rejected", "missing", "rows_written", "chunks"):
+        assert getattr(first, field) == getattr(second, field), field
+    assert second.buckets == first.buckets and second.files_written == first.files_written
+    _converged(pooled, day, snapshots=1)
+    a, b = _sorted_rows(sync), _sorted_rows(pooled)
+    for name in a.column_names:
+        assert a[name].equals(b[name]), name

@@ -8,7 +8,7 @@ from earthcatalog_dagster.core import catalog as iceberg
 from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.hash_index import load_hash_index
 from earthcatalog_dagster.pipeline import commit as commit_module
-from earthcatalog_dagster.pipeline import ingest as ingest_module
+from earthcatalog_dagster.pipeline import staging
 from earthcatalog_dagster.pipeline.info import catalog_info
 from earthcatalog_dagster_tests.conftest import DAY_1, DAY_2, local_and_s3
 from earthcatalog_dagster_tests.helpers import assert_pairs_match, table_pairs, write_day
@@ -161,7 +161,7 @@ def test_resolution_is_stored_and_enforced(home) -> None:
 def test_process_pool_path_gives_the_same_catalog(home, monkeypatch) -> None:
     # Runs past PARALLEL_AFTER_ROWS parse and fan out in worker processes; force it here.
     day, manifest = write_day(home, DAY_1, 120, seed=21)
-    monkeypatch.setattr(ingest_module, "PARALLEL_AFTER_ROWS", 0)
+    monkeypatch.setattr(staging, "PARALLEL_AFTER_ROWS", 0)
     summary = ingest(manifest, settings=home, batch_rows=25, workers=2, h3_resolution=1)
     assert summary.reconciles, summary.as_dict()
     assert summary.items_written == len(day.good_ids)

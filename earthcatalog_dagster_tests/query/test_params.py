@@ -44,6 +44,26 @@ def test_bad_bbox(value) -> None:
         parse_bbox(value)
 
 
+def test_intersects_polygon_across_the_antimeridian_is_cut() -> None:
+    ring = [[170, 60], [-170, 60], [-170, 65], [170, 65], [170, 60]]
+    area = parse_intersects({"type": "Polygon", "coordinates": [ring]})
+    assert area.equals(shapely.union(box(170, 60, 180, 65), box(-180, 60, -170, 65)))
+    assert not area.intersects(Point(0, 62))
+    # Not crossings: an ordinary polygon, and the ±180 edges of a world-wide box.
+    plain = {"type": "Polygon", "coordinates": [[[-10, 0], [10, 0], [10, 5], [-10, 0]]]}
+    assert parse_intersects(plain).equals(shapely.Polygon([(-10, 0), (10, 0), (10, 5)]))
+    world = [[-180, -90], [180, -90], [180, 90], [-180, 90], [-180, -90]]
+    assert parse_intersects({"type": "Polygon", "coordinates": [world]}).area == 360 * 180
+    # A ring round the pole stands for the cap between it and the pole.
+    cap = parse_intersects(
+        {"type": "Polygon", "coordinates": [[[0, 80], [90, 80], [180, 80], [-90, 80], [0, 80]]]}
+    )
+    assert cap.contains(Point(45, 85)) and cap.bounds == (-180.0, 80.0, 180.0, 90.0)
+    # In a MultiPolygon, only the crossing part is cut.
+    multi = {"type": "MultiPolygon", "coordinates": [[ring], [[[0, 0], [1, 0], [1, 1], [0, 0]]]]}
+    assert parse_intersects(multi).area == 100 + 0.5
+
+
 def test_intersects_forms() -> None:
     geojson = {"type": "Point", "coordinates": [-140.0, 60.0]}
     assert parse_intersects(geojson).equals(Point(-140, 60))

@@ -73,6 +73,19 @@ def test_antimeridian_bbox(cat: Catalog) -> None:
     assert crossing
 
 
+def test_antimeridian_polygon(cat: Catalog) -> None:
+    """A GeoJSON polygon whose ring steps 175 → -170 crosses ±180 (it is not the band round
+    the rest of the world): the same answer as the two boxes either side."""
+    ring = [[175.0, 45.0], [-170.0, 45.0], [-170.0, 70.0], [175.0, 70.0], [175.0, 45.0]]
+    result = search(intersects={"type": "Polygon", "coordinates": [ring]},
+                    settings=cat.settings)
+    query = shapely.union(box(175.0, 45.0, 180.0, 70.0), box(-180.0, 45.0, -170.0, 70.0))
+    expected = cat.ids(geometry=query)
+    assert expected and _ids(result) == expected
+    assert expected != cat.ids(geometry=shapely.Polygon(ring))  # the planar reading differs
+    assert [i for i in expected if cat.expected[i]["bbox"][0] > cat.expected[i]["bbox"][2]]
+
+
 @pytest.mark.parametrize("lat", [90.0, -90.0])
 def test_polar_point(cat: Catalog, lat: float) -> None:
     point = Point(0.0, lat)
@@ -359,3 +372,54 @@ def test_file_index_plans_what_pyiceberg_plans(cat: Catalog, monkeypatch, query)
     theirs = search(settings=cat.settings, **query)
     assert [f.path for f in ours.plan.files] == [f.path for f in theirs.plan.files]
     assert {i["id"] for i in ours.items()} == {i["id"] for i in theirs.items()}
+
+
+def _same_index(a, b) -> None:
+    import numpy as np
+
+    assert a.paths == b.paths
+    for name in ("sizes", "records", "cells", "years"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and np.array_equal(x, y, equal_nan=name == "years"), name
+    for name in a.lower:
+        for x, y in ((a.lower[name], b.lower[name]), (a.upper[name], b.upper[name])):
+            assert x.dtype == y.dtype and np.array_equal(x, y), name
+
+
+def test_file_index_cached_per_manifest_and_on_disk(cat: Catalog, monkeypatch, tmp_path) -> None:
+    """The index read back from the disk cache is the decoded one; a damaged cache file is
+    decoded again; a snapshot reuses the manifests it shares with the one before."""
+    from earthcatalog_dagster.query import files, open_table
+
+    monkeypatch.setenv(files.CACHE_VAR, str(tmp_path / "cache"))
+    monkeypatch.setattr(files, "_CACHE", type(files._CACHE)())
+    monkeypatch.setattr(files, "_MANIFESTS", type(files._MANIFESTS)())
+    table = open_table(cat.settings)
+    first, last = (table.snapshot_by_id(s) for s in (cat.first_snapshot, cat.last_snapshot))
+    decoded = []
+    real = files._decode_manifest
+    monkeypatch.setattr(files, "_decode_manifest",
+                        lambda io, path, ids: decoded.append(path) or real(io, path, ids))
+
+    built = files.file_index(table, last)
+    manifests = [m.manifest_path for m in last.manifests(table.io)]
+    assert sorted(decoded) == sorted(manifests) and len(manifests) == 2
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+    files._CACHE.clear()
+    files.file_index(table, first)  # the first snapshot's manifest is the last one's too
+    assert len(decoded) == 2
+
+    files._CACHE.clear()
+    files._MANIFESTS.clear()
+    _same_index(files.file_index(table, last), built)  # from disk, nothing decoded
+    assert len(decoded) == 2
+
+    for stored in (tmp_path / "cache").iterdir():
+        stored.write_bytes(b"not arrow")
+    files._CACHE.clear()
+    files._MANIFESTS.clear()
+    _same_index(files.file_index(table, last), built)
+    assert len(decoded) == 4
+
+    monkeypatch.setenv(files.CACHE_VAR, "off")
+    assert files.cache_dir() is None

@@ -4,12 +4,6 @@ with plain HTTP, answers compared with the brute-force oracle."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -18,6 +12,7 @@ from pystac_client import Client
 from shapely.geometry import box
 
 from earthcatalog_dagster_tests.query.oracle import Catalog, parse_time
+from earthcatalog_dagster_tests.query.serving import running_server
 
 pytestmark = pytest.mark.slow
 
@@ -25,45 +20,12 @@ COLLECTION = "itslive-granules"
 ALASKA = box(-150.0, 58.0, -135.0, 62.0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def api(cat: Catalog, tmp_path_factory) -> Iterator[str]:
     """The server over ``cat``, in its own process group; stopped with the whole group."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("WAREHOUSE", "CATALOG", "CATALOG_REMOTE", "WAREHOUSE_HASH")}
-    env["EARTHCATALOG_HOME"] = cat.settings.home
-    log = open(tmp_path_factory.mktemp("server") / "server.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, "-m", "earthcatalog_dagster.cli", "serve", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/conformance", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start (exit {process.poll()})")
-            time.sleep(0.2)
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with running_server({"EARTHCATALOG_HOME": cat.settings.home}, log) as url:
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
 
 
 def test_landing_and_conformance(api: str) -> None:

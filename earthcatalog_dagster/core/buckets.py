@@ -14,8 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from earthcatalog_dagster.core.fanout import fan_out
 from earthcatalog_dagster.core.items import ParsedItems
-from earthcatalog_dagster.core.partitioning import fan_out
 from earthcatalog_dagster.layout import NO_YEAR
 
 BucketKey = tuple[str, str]

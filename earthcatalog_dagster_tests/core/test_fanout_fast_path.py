@@ -16,7 +16,8 @@ import random
 import numpy as np
 import pytest
 
-from earthcatalog_dagster.core.partitioning import _fan_out_fast, cells_for_geometry, fan_out
+from earthcatalog_dagster.core.fanout import _fan_out_fast, fan_out
+from earthcatalog_dagster.core.partitioning import cells_for_geometry
 from earthcatalog_dagster.layout import NO_CELL
 from earthcatalog_dagster.synthetic import make_item
 from earthcatalog_dagster_tests.core.test_partitioning import footprint, random_footprint, square

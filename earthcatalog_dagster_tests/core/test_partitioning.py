@@ -18,11 +18,8 @@ import pytest
 import shapely
 from shapely.geometry import LineString
 
-from earthcatalog_dagster.core.partitioning import (
-    DEFAULT_RESOLUTION,
-    cells_for_geometry,
-    fan_out,
-)
+from earthcatalog_dagster.core.fanout import fan_out
+from earthcatalog_dagster.core.partitioning import DEFAULT_RESOLUTION, cells_for_geometry
 from earthcatalog_dagster.layout import NO_CELL
 from earthcatalog_dagster_tests.helpers import (
     continuous,

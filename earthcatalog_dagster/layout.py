@@ -122,6 +122,12 @@ def parse_ndjson_file(uri: str) -> tuple[str, str] | None:
     return parts[-3], parts[-2]
 
 
+def warehouse_ids(staging_dir: str) -> str:
+    """The ids of the files a partition's ``warehouse_parquets`` wrote, by file: read by
+    its checks, ``iceberg_table`` and ``hash_index`` instead of the files themselves."""
+    return join(staging_dir, "warehouse_ids.parquet")
+
+
 def run_complete(staging_dir: str) -> str:
     """Written by a bulk run's Phase 4: the run is done, a plain rerun is a no-op."""
     return join(staging_dir, "_complete.json")

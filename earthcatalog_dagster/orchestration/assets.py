@@ -579,7 +579,7 @@ def hash_index(
     done = layout.delta_ingested(cfg.delta_prefix, date)
     storage.move(layout.delta_pending(cfg.delta_prefix, date), done)
     cleaned = phases.clear_markers(staging)
-    storage.delete(checks.new_ids_uri(staging))
+    storage.delete(layout.warehouse_ids(staging))
     yield Output(
         HashIndexDescriptor(
             hashes_before=synced.before if synced else None,

@@ -32,8 +32,6 @@ NO_DUPLICATES = "no_duplicate_rows"
 DELTA_ACCOUNTED = "delta_accounted_for"
 INDEX_HOLDS = "index_holds_new_ids"
 _READ_THREADS = 8
-#: ``<staging>/delta_D/<NEW_IDS_FILE>``: the new files' ids (:func:`write_new_ids`).
-NEW_IDS_FILE = "warehouse_ids.parquet"
 
 WAREHOUSE_CHECKS = [
     AssetCheckSpec(
@@ -178,7 +176,7 @@ def write_new_ids(staging: str, new: NewRows) -> str:
     """Each new file's ids, in one staging file (``file``, ``id``): the registration and
     the hash index sync of the same partition take them from there instead of reading
     every file back. Returns its URI."""
-    uri = new_ids_uri(staging)
+    uri = layout.warehouse_ids(staging)
     lengths = [len(ids) for ids in new.row_ids]
     table = pa.table(
         {
@@ -193,14 +191,10 @@ def write_new_ids(staging: str, new: NewRows) -> str:
     return uri
 
 
-def new_ids_uri(staging: str) -> str:
-    return layout.join(staging, NEW_IDS_FILE)
-
-
 def read_new_ids(staging: str, files: Iterable[str]) -> dict[str, pa.Array]:
     """The ids :func:`write_new_ids` recorded for ``files`` (files it does not list, or no
     record at all: left out, for the caller to read)."""
-    uri = new_ids_uri(staging)
+    uri = layout.warehouse_ids(staging)
     wanted = set(files)
     if not wanted or not storage.exists(uri):
         return {}

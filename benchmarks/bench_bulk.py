@@ -26,46 +26,27 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from _common import MB, ints, machine, peak_rss_mb, run_child
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout
 
-MB = 1 << 20
 DATE = dt.date(2026, 4, 28)
 PHASES = ("phase 1 (chunks)", "phase 2 (ndjson)", "phase 3 (parquet)", "phase 4 (register)")
 
 
-def peak_rss_mb() -> float:
-    """High-water resident set size of this process (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _worker_peak_rss_mb() -> float:  # runs on a Dask worker
+def _worker_peak_rss_mb() -> float:
+    """``peak_rss_mb`` on a Dask worker. Defined in the script (``__main__``), so Dask
+    sends it by value and the worker need not import ``_common``."""
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def machine() -> dict[str, Any]:
-    with open("/proc/meminfo") as f:
-        total_kb = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
-    with open("/proc/loadavg") as f:
-        load = " ".join(f.read().split()[:3])
-    return {
-        "cpus": os.cpu_count(),
-        "mem_gib": round(total_kb / MB, 1),
-        "python": platform.python_version(),
-        "loadavg": load,
-    }
 
 
 # --- child processes ---------------------------------------------------------------------------
@@ -151,18 +132,12 @@ def child_bulk(n: int, workdir: str, manifest: str, source_root: str, a: dict) -
     }
 
 
-def run_child(argv: list[str]) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), *argv]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-5000:])
-        raise SystemExit(f"child {argv} failed with exit code {proc.returncode}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def measure(n: int, args: argparse.Namespace, workdir: str) -> list[dict[str, Any]]:
-    gen = run_child(["--one", str(n), "--phase=generate", f"--workdir={workdir}",
-                     f"--seed={args.seed}"])
+    gen = run_child(
+        __file__,
+        ["--one", str(n), "--phase=generate", f"--workdir={workdir}", f"--seed={args.seed}"],
+        stderr_tail=5000,
+    )
     print(f"  generated in {gen['generate_seconds']:.1f} s (not counted)", flush=True)
     out = []
     for scheduler in args.schedulers:
@@ -174,11 +149,19 @@ def measure(n: int, args: argparse.Namespace, workdir: str) -> list[dict[str, An
             "h3_resolution": args.h3_resolution,
         }
         load_before = machine()["loadavg"]
-        run = run_child([
-            "--one", str(n), "--phase=bulk", f"--workdir={workdir}",
-            f"--manifest={gen['manifest']}", f"--source-root={gen['source_root']}",
-            f"--options={json.dumps(options)}",
-        ])
+        run = run_child(
+            __file__,
+            [
+                "--one",
+                str(n),
+                "--phase=bulk",
+                f"--workdir={workdir}",
+                f"--manifest={gen['manifest']}",
+                f"--source-root={gen['source_root']}",
+                f"--options={json.dumps(options)}",
+            ],
+            stderr_tail=5000,
+        )
         summary = run["summary"]
         rows = summary["source_rows"]
         result = {
@@ -206,8 +189,11 @@ def measure(n: int, args: argparse.Namespace, workdir: str) -> list[dict[str, An
         print(
             f"  {result['scheduler']}: {result['wall_seconds']:.1f} s,"
             f" {result['items_per_s']:,.0f} items/s, head peak {result['head_peak_rss_mb']:.0f} MB"
-            + (f", workers peak {max(result['workers_peak_rss_mb']):.0f} MB"
-               if result["workers_peak_rss_mb"] else "")
+            + (
+                f", workers peak {max(result['workers_peak_rss_mb']):.0f} MB"
+                if result["workers_peak_rss_mb"]
+                else ""
+            )
             + f" (load {load_before})",
             flush=True,
         )
@@ -218,6 +204,11 @@ def measure(n: int, args: argparse.Namespace, workdir: str) -> list[dict[str, An
 
 
 # --- report ------------------------------------------------------------------------------------
+
+
+def _each_mb(values: list[float]) -> str:
+    """One MB figure per worker (``300/310 MB``), ``-`` without workers."""
+    return "/".join(f"{v:.0f}" for v in values) + " MB" if values else "-"
 
 
 def print_report(results: list[dict[str, Any]], info: dict[str, Any]) -> None:
@@ -240,53 +231,56 @@ def print_report(results: list[dict[str, Any]], info: dict[str, Any]) -> None:
     line("µs per item", [f"{r['us_per_item']:.0f}" for r in results])
     for phase in PHASES:
         line(f"  {phase} s", [f"{r['phases'][phase]:.1f}" for r in results])
-    line("rows / files written", [f"{r['rows_written']:,} / {r['files_written']:,}"
-                                  for r in results])
+    line(
+        "rows / files written", [f"{r['rows_written']:,} / {r['files_written']:,}" for r in results]
+    )
     line("MB written", [f"{r['mb_written']:.1f}" for r in results])
     line("reconciles", [str(r["reconciles"]) for r in results])
     line("head RSS after imports", [f"{r['baseline_rss_mb']:.0f} MB" for r in results])
     line("head peak RSS", [f"{r['head_peak_rss_mb']:.0f} MB" for r in results])
-    line("workers RSS at start", [
-        "/".join(f"{v:.0f}" for v in r["workers_start_rss_mb"]) + " MB"
-        if r["workers_start_rss_mb"] else "-" for r in results
-    ])
-    line("workers peak RSS", [
-        "/".join(f"{v:.0f}" for v in r["workers_peak_rss_mb"]) + " MB"
-        if r["workers_peak_rss_mb"] else "-" for r in results
-    ])
-    line("cluster start s", [f"{r['cluster_start_seconds']:.1f}" if r["cluster_start_seconds"]
-                             else "-" for r in results])
+    line("workers RSS at start", [_each_mb(r["workers_start_rss_mb"]) for r in results])
+    line("workers peak RSS", [_each_mb(r["workers_peak_rss_mb"]) for r in results])
+    line(
+        "cluster start s",
+        [
+            f"{r['cluster_start_seconds']:.1f}" if r["cluster_start_seconds"] else "-"
+            for r in results
+        ],
+    )
     line("loadavg before run", [r["loadavg_before"] for r in results])
     sizes = sorted({r["items"] for r in results})
     if len(sizes) > 1:
         print()
         print(f"cost per item, {sizes[-1]:,} vs {sizes[0]:,} items (1.00 = flat):")
         for scheduler in dict.fromkeys(r["scheduler"] for r in results):
-            small = next(r for r in results if r["items"] == sizes[0] and
-                         r["scheduler"] == scheduler)
-            large = next(r for r in results if r["items"] == sizes[-1] and
-                         r["scheduler"] == scheduler)
-            print(f"  {scheduler:<14} {small['us_per_item']:.0f} µs → {large['us_per_item']:.0f}"
-                  f" µs per item: x{large['us_per_item'] / small['us_per_item']:.2f}")
+            small = next(
+                r for r in results if r["items"] == sizes[0] and r["scheduler"] == scheduler
+            )
+            large = next(
+                r for r in results if r["items"] == sizes[-1] and r["scheduler"] == scheduler
+            )
+            print(
+                f"  {scheduler:<14} {small['us_per_item']:.0f} µs → {large['us_per_item']:.0f}"
+                f" µs per item: x{large['us_per_item'] / small['us_per_item']:.2f}"
+            )
 
 
 # --- driver ------------------------------------------------------------------------------------
 
 
-def _ints(values: list[str] | None, default: str) -> list[int]:
-    out: list[int] = []
-    for value in values or [default]:
-        out.extend(int(v.replace("_", "")) for v in value.split(",") if v.strip())
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--items", action="append",
-                        help="items per synthetic day; repeatable or a comma list "
-                        "(default 10000,100000)")
-    parser.add_argument("--scheduler", action="append", choices=("synchronous", "local"),
-                        help="repeatable (default both)")
+    parser.add_argument(
+        "--items",
+        action="append",
+        help="items per synthetic day; repeatable or a comma list (default 10000,100000)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        action="append",
+        choices=("synchronous", "local"),
+        help="repeatable (default both)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="LocalCluster processes")
     parser.add_argument("--chunk-size", type=int, default=2_500)
     parser.add_argument("--compact-rows", type=int, default=200_000)
@@ -306,21 +300,25 @@ def main() -> None:
         if args.phase == "generate":
             result = child_generate(args.one, args.workdir, args.seed)
         else:
-            result = child_bulk(args.one, args.workdir, args.manifest, args.source_root,
-                                json.loads(args.options))
+            result = child_bulk(
+                args.one, args.workdir, args.manifest, args.source_root, json.loads(args.options)
+            )
         print(json.dumps(result))
         return
 
     args.schedulers = args.scheduler or ["synchronous", "local"]
     info = machine()
     info["loadavg_start"] = info.pop("loadavg")
-    print(f"machine: {info['cpus']} CPUs, {info['mem_gib']} GiB RAM, Python {info['python']}, "
-          f"loadavg {info['loadavg_start']}", flush=True)
+    print(
+        f"machine: {info['cpus']} CPUs, {info['mem_gib']} GiB RAM, Python {info['python']}, "
+        f"loadavg {info['loadavg_start']}",
+        flush=True,
+    )
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench_bulk_")
     Path(workdir).mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
     try:
-        for n in _ints(args.items, "10000,100000"):
+        for n in ints(args.items, "10000,100000"):
             print(f"{n:,} items in {workdir}/{n} ...", flush=True)
             results.extend(measure(n, args, workdir))
             if not args.keep:

@@ -41,29 +41,17 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _common import machine, timed
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout
 
 DATE = dt.date(2026, 4, 28)
-
-
-def machine() -> dict[str, Any]:
-    with open("/proc/loadavg") as f:
-        load = " ".join(f.read().split()[:3])
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg": load}
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
-    value = fn()
-    return time.perf_counter() - start, value
 
 
 def best_of(repeat: int, fn: Callable[[], Any]) -> tuple[float, Any]:

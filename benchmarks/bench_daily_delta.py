@@ -25,10 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +35,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from _common import MB, describe_machine, loadavg, peak_rss_mb, run_child
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout
 
@@ -51,27 +49,9 @@ from earthcatalog_dagster.core.inventory import ids_of_keys
 from earthcatalog_dagster.pipeline.delta import daily_delta
 from earthcatalog_dagster.synthetic import write_inventory
 
-MB = 1 << 20
 DATE = dt.date(2026, 4, 28)
 BUDGET_S = 60.0
 BUDGET_RSS_MB = 3 * 1024.0
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def machine() -> str:
-    with open("/proc/meminfo") as f:
-        total_kb = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
-    return (
-        f"{os.cpu_count()} CPUs, {total_kb / MB:.1f} GiB RAM, Python {sys.version.split()[0]},"
-        f" pyarrow {pa.__version__}, numpy {np.__version__}"
-    )
 
 
 def random_sorted_digests(n: int, seed: int) -> np.ndarray:
@@ -213,14 +193,12 @@ def main() -> None:
         f"--format={args.format}",
         f"--workdir={work}",
     ]
-    print(f"machine: {machine()}")
+    print(f"machine: {describe_machine()}")
     print(f"load average before: {loadavg()}")
     results = []
     try:
         for name in ("setup", "delta", "reuse"):
-            cmd = [sys.executable, __file__, *child, f"--scenario={name}"]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            results.append(json.loads(out.strip().splitlines()[-1]))
+            results.append(run_child(__file__, [*child, f"--scenario={name}"]))
             print(json.dumps(results[-1]))
     finally:
         if not args.workdir:

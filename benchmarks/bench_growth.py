@@ -31,15 +31,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import loadavg
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout
 
 START = dt.date(2026, 1, 1)
 HISTORY_BATCH = 100_000
-
-
-def load_average() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
 
 
 def table_shape(settings: Any) -> dict[str, int]:
@@ -208,14 +205,14 @@ def main() -> None:
     parser.add_argument("--skip-history", action="store_true")
     parser.add_argument("--workdir", help="default: a temporary folder, removed at the end")
     args = parser.parse_args()
-    print(f"cpus {os.cpu_count()}, load average {load_average()}")
+    print(f"cpus {os.cpu_count()}, load average {loadavg()}")
     with tempfile.TemporaryDirectory(prefix="bench-growth-") as tmp:
         workdir = Path(args.workdir or tmp)
         if not args.skip_daily:
             daily(args, workdir)
         if not args.skip_history:
             history(args, workdir)
-    print(f"load average at the end {load_average()}")
+    print(f"load average at the end {loadavg()}")
 
 
 if __name__ == "__main__":

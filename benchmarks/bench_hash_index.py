@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +30,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from _common import MB, describe_machine, peak_rss_mb, run_child
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout
 
@@ -42,13 +41,6 @@ from earthcatalog_dagster.core.hash_index import (
     merge_ids_into_index,
     write_hash_index,
 )
-
-MB = 1 << 20
-
-
-def peak_rss_mb() -> float:
-    """High-water resident set size of this process (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def rss_mb() -> float:
@@ -190,22 +182,6 @@ SCENARIOS = {
 # --- driver --------------------------------------------------------------------------------
 
 
-def machine() -> str:
-    cpus = os.cpu_count()
-    with open("/proc/meminfo") as f:
-        total_kb = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
-    return (
-        f"{cpus} CPUs, {total_kb / MB:.1f} GiB RAM, Python {sys.version.split()[0]},"
-        f" pyarrow {pa.__version__}, numpy {np.__version__}"
-    )
-
-
-def run_child(scenario: str, argv: list[str]) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, *argv, "--scenario", scenario]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
 def print_report(results: list[dict[str, Any]]) -> None:
     print(f"{'scenario':<22} {'step':<38} {'seconds':>8} {'rss MB':>8} {'peak MB':>8}")
     for result in results:
@@ -251,11 +227,12 @@ def main() -> None:
         f"--workdir={base}",
         *(["--compare-stats"] if args.compare_stats else []),
     ]
-    print(f"machine: {machine()}")
+    print(f"machine: {describe_machine()}")
     print(f"index: {args.size:,} entries, probe {args.probe:,}, new {args.new:,}, in {base}")
     try:
         results = [
-            run_child(name, child_argv) for name in ("setup", "update", "convenience", "anti_join")
+            run_child(__file__, [*child_argv, "--scenario", name])
+            for name in ("setup", "update", "convenience", "anti_join")
         ]
     finally:
         if workdir:

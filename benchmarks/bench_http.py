@@ -46,7 +46,6 @@ import datetime as dt
 import email.utils
 import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -60,10 +59,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from _common import MB, comma_list, ints, loadavg, machine, run_child
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable from a checkout
 
-MB = 1 << 20
 DATE = dt.date(2026, 4, 28)
 PATHS = ("run-backfill", "dagster", "ingest")
 SOURCE_BUCKET = "its-live-data"
@@ -76,22 +76,6 @@ BUDGETS: dict[str, dict[int, int]] = {
 RSS_BUDGET_MB = 1024  # peak RSS of the head at 100 k
 _DUMMY_KEY, _DUMMY_SECRET = "bench", "bench-secret"
 _BIN = Path(sys.executable).parent
-
-
-def machine() -> dict[str, Any]:
-    with open("/proc/meminfo") as f:
-        total_kb = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
-    return {
-        "cpus": os.cpu_count(),
-        "mem_gib": round(total_kb / MB, 1),
-        "python": platform.python_version(),
-        "loadavg": loadavg(),
-    }
-
-
-def loadavg() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
 
 
 # --- the static S3 server ------------------------------------------------------------------------
@@ -315,15 +299,6 @@ def child_hashes(uri: str) -> int | None:
     return len(load_hash_index(uri)) if storage.exists(uri) else None
 
 
-def run_child(argv: list[str]) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), *argv]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr)
-        raise SystemExit(f"child {argv} failed with exit code {proc.returncode}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 # --- one measurement ---------------------------------------------------------------------------
 
 
@@ -426,7 +401,7 @@ def dagster_steps(log: str) -> dict[str, float]:
 
 def measure(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     home = workdir / str(n)
-    gen = run_child([f"--generate={n}", f"--seed={args.seed}", str(home)])
+    gen = run_child(__file__, [f"--generate={n}", f"--seed={args.seed}", str(home)])
     made = "reused" if gen["reused"] else f"generated in {gen['generate_seconds']:.0f} s"
     print(
         f"  data: {gen['inventory_rows']:,} inventory rows, {gen['good_items']:,} good items"
@@ -454,13 +429,13 @@ def measure(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             log = str(catalog / "command.log")
             cmd = _command(path, gen["manifest"], args)
             load_before = loadavg()
-            run = run_child(["--run", json.dumps({"cmd": cmd, "env": env, "log": log})])
+            run = run_child(__file__, ["--run", json.dumps({"cmd": cmd, "env": env, "log": log})])
             run["loadavg_before"] = load_before
             run["items_per_s"] = gen["inventory_rows"] / run["wall_seconds"]
             run["budget_items_per_s"] = BUDGETS[path].get(n)
-            run["hashes_after"] = run_child([f"--hashes={catalog / 'wh_id_hashes.parquet'}"])[
-                "hashes"
-            ]
+            run["hashes_after"] = run_child(
+                __file__, [f"--hashes={catalog / 'wh_id_hashes.parquet'}"]
+            )["hashes"]
             run["complete"] = run["returncode"] == 0 and run["hashes_after"] == gen["good_items"]
             if path == "dagster":
                 run["steps"] = dagster_steps(log)
@@ -533,10 +508,6 @@ def print_report(results: list[dict[str, Any]], info: dict[str, Any]) -> None:
 # --- driver ------------------------------------------------------------------------------------
 
 
-def _comma_list(values: list[str] | None, default: str) -> list[str]:
-    return [v.strip() for value in values or [default] for v in value.split(",") if v.strip()]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -579,11 +550,11 @@ def main() -> None:
         print(json.dumps({"hashes": child_hashes(args.hashes)}))
         return
 
-    args.paths = _comma_list(args.paths, ",".join(PATHS))
+    args.paths = comma_list(args.paths, ",".join(PATHS))
     unknown = sorted(set(args.paths) - set(PATHS))
     if unknown:
         parser.error(f"unknown path(s) {', '.join(unknown)}: choose from {', '.join(PATHS)}")
-    items = [int(v.replace("_", "")) for v in _comma_list(args.items, "20000,100000")]
+    items = ints(args.items, "20000,100000")
     info = machine()
     info["loadavg_start"] = info.pop("loadavg")
     print(

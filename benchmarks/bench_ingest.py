@@ -24,40 +24,19 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from _common import MB, ints, machine, peak_rss_mb, run_child
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout
 
-MB = 1 << 20
 DATE = dt.date(2026, 4, 28)
 STAGES = ("read", "anti_join", "fetch_wait", "parse", "fan_out", "write", "register", "hash_index")
-
-
-def peak_rss_mb() -> float:
-    """High-water resident set size of this process (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def machine() -> dict[str, Any]:
-    with open("/proc/meminfo") as f:
-        total_kb = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
-    with open("/proc/loadavg") as f:
-        load = f.read().split()[:3]
-    return {
-        "cpus": os.cpu_count(),
-        "mem_gib": round(total_kb / MB, 1),
-        "python": platform.python_version(),
-        "loadavg": " ".join(load),
-    }
 
 
 def _dirs(workdir: str, n: int) -> Path:
@@ -112,23 +91,16 @@ def child_ingest(n: int, workdir: str, manifest: str, concurrency: int) -> dict[
     }
 
 
-def run_child(argv: list[str]) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), *argv]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr)
-        raise SystemExit(f"child {argv} failed with exit code {proc.returncode}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def measure(n: int, args: argparse.Namespace, workdir: str) -> dict[str, Any]:
     common = [
         f"--workdir={workdir}",
         f"--seed={args.seed}",
         f"--fetch-concurrency={args.fetch_concurrency}",
     ]
-    gen = run_child(["--one", str(n), "--phase=generate", *common])
-    ing = run_child(["--one", str(n), "--phase=ingest", f"--manifest={gen['manifest']}", *common])
+    gen = run_child(__file__, ["--one", str(n), "--phase=generate", *common])
+    ing = run_child(
+        __file__, ["--one", str(n), "--phase=ingest", f"--manifest={gen['manifest']}", *common]
+    )
     summary = ing["summary"]
     rows = summary["source_rows"]
     wall = ing["wall_seconds"]
@@ -216,13 +188,6 @@ def print_report(results: list[dict[str, Any]], info: dict[str, Any]) -> None:
 # --- driver ------------------------------------------------------------------------------------
 
 
-def parse_items(values: list[str] | None) -> list[int]:
-    out: list[int] = []
-    for value in values or ["10000,100000"]:
-        out.extend(int(v.replace("_", "")) for v in value.split(",") if v.strip())
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -259,7 +224,7 @@ def main() -> None:
     Path(workdir).mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
     try:
-        for n in parse_items(args.items):
+        for n in ints(args.items, "10000,100000"):
             print(f"{n:,} items in {workdir}/{n} ...", flush=True)
             result = measure(n, args, workdir)
             results.append(result)

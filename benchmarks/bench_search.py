@@ -34,7 +34,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -43,6 +42,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from _common import loadavg, machine, timed
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout
 
@@ -97,7 +98,8 @@ def duckdb_method(table: Any, query: dict[str, Any]) -> tuple[int, int]:
     from earthcatalog_dagster.query.plan import cover
 
     params = build_params(
-        bbox=query.get("bbox"), intersects=query.get("intersects"),
+        bbox=query.get("bbox"),
+        intersects=query.get("intersects"),
         datetime=query.get("datetime"),
     )
     cells = cover(params.geometry, 1)
@@ -112,8 +114,10 @@ def duckdb_method(table: Any, query: dict[str, Any]) -> tuple[int, int]:
         return 0, 0
     west, south, east, north = shapely.bounds(params.geometry)
     where = [
-        f"bbox.xmin <= {east}", f"bbox.xmax >= {west}",
-        f"bbox.ymin <= {north}", f"bbox.ymax >= {south}",
+        f"bbox.xmin <= {east}",
+        f"bbox.xmax >= {west}",
+        f"bbox.ymin <= {north}",
+        f"bbox.ymax >= {south}",
     ]
     if params.start is not None:
         where.append(f"datetime >= TIMESTAMPTZ '{params.start.isoformat()}'")
@@ -124,22 +128,17 @@ def duckdb_method(table: Any, query: dict[str, Any]) -> tuple[int, int]:
     # Every column of the matching rows, as Arrow: what search().to_arrow() hands back.
     sql = "SELECT * FROM read_parquet($paths) WHERE " + " AND ".join(where)
     relation = duckdb.sql(sql, params={"paths": paths})
-    rows = (
-        relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
-    )
+    rows = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
     return rows.num_rows, len(pc.unique(rows["id"]))
 
 
-def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, float, Any]:
+def first_and_median(fn: Callable[[], Any], repeat: int) -> tuple[float, float, Any]:
     """(first seconds, median seconds of ``repeat`` more runs, last answer)."""
-    started = time.perf_counter()
-    answer = fn()
-    first = time.perf_counter() - started
+    first, answer = timed(fn)
     runs = []
     for _ in range(repeat):
-        started = time.perf_counter()
-        answer = fn()
-        runs.append(time.perf_counter() - started)
+        seconds, answer = timed(fn)
+        runs.append(seconds)
     return first, statistics.median(runs) if runs else first, answer
 
 
@@ -162,8 +161,9 @@ def cold_child(settings: Any, name: str, method: str) -> float:
     return time.perf_counter() - started
 
 
-def cold_runs(workdir: Path, items: int, name: str, method: str, cache: Path | None,
-              repeat: int) -> float:
+def cold_runs(
+    workdir: Path, items: int, name: str, method: str, cache: Path | None, repeat: int
+) -> float:
     """Median seconds of ``repeat`` fresh processes running :func:`cold_child`; ``cache``:
     the manifest-index cache folder to use, emptied before each run when it is ``None``."""
     import subprocess
@@ -173,9 +173,20 @@ def cold_runs(workdir: Path, items: int, name: str, method: str, cache: Path | N
         folder = cache or Path(tempfile.mkdtemp(prefix="bench_search_cache_"))
         env = os.environ | {"EARTHCATALOG_QUERY_CACHE": str(folder)}
         done = subprocess.run(
-            [sys.executable, __file__, "--items", str(items), "--workdir", str(workdir),
-             "--child", f"{name}:{method}"],
-            env=env, capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                __file__,
+                "--items",
+                str(items),
+                "--workdir",
+                str(workdir),
+                "--child",
+                f"{name}:{method}",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         runs.append(float(done.stdout.strip().splitlines()[-1]))
         if cache is None:
@@ -191,8 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--cold", type=int, default=3, metavar="K",
-                        help="fresh-process runs per query and method (0: none)")
+    parser.add_argument(
+        "--cold",
+        type=int,
+        default=3,
+        metavar="K",
+        help="fresh-process runs per query and method (0: none)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)  # QUERY:METHOD, one cold run
     args = parser.parse_args(argv)
     if args.child:
@@ -215,34 +231,38 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_search_"))
     results: dict[str, Any] = {
         "items": args.items,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3])},
+        "machine": machine(),
         "queries": {},
     }
     try:
         settings = build(workdir / str(args.items), args.items, args.seed)
         table = open_table(settings)
         summary = table.current_snapshot().summary.additional_properties
-        print(f"table: {summary.get('total-data-files')} files, "
-              f"{summary.get('total-records')} rows")
+        print(
+            f"table: {summary.get('total-data-files')} files, {summary.get('total-records')} rows"
+        )
         for name, query in QUERIES.items():
+
             def ours(query: dict[str, Any] = query) -> Any:
                 result = search(table=table, **query)
                 result.to_arrow()
                 return result
 
-            first, median, result = timed(ours, args.repeat)
-            d_first, d_median, (rows, distinct) = timed(
+            first, median, result = first_and_median(ours, args.repeat)
+            d_first, d_median, (rows, distinct) = first_and_median(
                 lambda query=query: duckdb_method(table, query), args.repeat
             )
             explain = result.explain()
             entry = {
-                "search_first_s": round(first, 4), "search_median_s": round(median, 4),
+                "search_first_s": round(first, 4),
+                "search_median_s": round(median, 4),
                 "search_items": result.count(),
                 "files_planned": explain.files_planned,
                 "files_skipped_by_statistics": explain.files_skipped_by_statistics,
-                "duckdb_first_s": round(d_first, 4), "duckdb_median_s": round(d_median, 4),
-                "duckdb_rows": rows, "duckdb_distinct_ids": distinct,
+                "duckdb_first_s": round(d_first, 4),
+                "duckdb_median_s": round(d_median, 4),
+                "duckdb_rows": rows,
+                "duckdb_distinct_ids": distinct,
             }
             results["queries"][name] = entry
             print(
@@ -257,10 +277,12 @@ def main(argv: list[str] | None = None) -> int:
             shared = Path(tempfile.mkdtemp(prefix="bench_search_cache_"))
             for name in QUERIES:
                 cold = {
-                    "duckdb_cold_s": cold_runs(workdir, args.items, name, "duckdb", None,
-                                               args.cold),
-                    "search_cold_s": cold_runs(workdir, args.items, name, "search", None,
-                                               args.cold),
+                    "duckdb_cold_s": cold_runs(
+                        workdir, args.items, name, "duckdb", None, args.cold
+                    ),
+                    "search_cold_s": cold_runs(
+                        workdir, args.items, name, "search", None, args.cold
+                    ),
                 }
                 cold_runs(workdir, args.items, name, "search", shared, 1)  # fills the cache
                 cold["search_cold_cached_s"] = cold_runs(
@@ -273,9 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"duckdb {cold['duckdb_cold_s'] * 1000:8.1f} ms"
                 )
             shutil.rmtree(shared, ignore_errors=True)
-        results["machine"]["loadavg_after"] = " ".join(
-            Path("/proc/loadavg").read_text().split()[:3]
-        )
+        results["machine"]["loadavg_after"] = loadavg()
     finally:
         shutil.rmtree(cache, ignore_errors=True)
         if temporary and not args.keep:

@@ -150,28 +150,51 @@ def _maintenance_options(**values: Any) -> MaintenanceOptions:
         raise click.UsageError(message) from None
 
 
-def _roots(*, catalog_remote: bool = False) -> Callable[[F], F]:
-    """``--catalog``, ``--warehouse``, ``--hash-index`` (and ``--catalog-remote``)."""
+def _in_order(options: list[Callable[[F], F]]) -> Callable[[F], F]:
+    """One decorator applying ``options``, listed in --help in the order given."""
 
     def decorate(fn: F) -> F:
-        options = [
-            click.option("--catalog", help="local catalog.db path (env CATALOG)"),
-            click.option("--warehouse", help="warehouse root (env WAREHOUSE)"),
-            click.option("--hash-index", help="hash index Parquet (env WAREHOUSE_HASH)"),
-        ]
-        if catalog_remote:
-            options.append(
-                click.option(
-                    "--catalog-remote",
-                    help="shared catalog.db, e.g. s3://.../earthcatalog.db (env CATALOG_REMOTE; "
-                    "default beside a remote warehouse: <parent of WAREHOUSE>/earthcatalog.db)",
-                )
-            )
         for option in reversed(options):
             fn = option(fn)
         return fn
 
     return decorate
+
+
+def _roots(*, catalog_remote: bool = False) -> Callable[[F], F]:
+    """``--catalog``, ``--warehouse``, ``--hash-index`` (and ``--catalog-remote``)."""
+    options = [
+        click.option("--catalog", help="local catalog.db path (env CATALOG)"),
+        click.option("--warehouse", help="warehouse root (env WAREHOUSE)"),
+        click.option("--hash-index", help="hash index Parquet (env WAREHOUSE_HASH)"),
+    ]
+    if catalog_remote:
+        options.append(
+            click.option(
+                "--catalog-remote",
+                help="shared catalog.db, e.g. s3://.../earthcatalog.db (env CATALOG_REMOTE; "
+                "default beside a remote warehouse: <parent of WAREHOUSE>/earthcatalog.db)",
+            )
+        )
+    return _in_order(options)
+
+
+def _maintenance_run_flags(*, dry_run_help: str) -> Callable[[F], F]:
+    """The flags every maintenance command ends with: ``--lock-timeout``, ``--dry-run``
+    (``dry_run_help`` says what a dry run shows), ``--no-lock``, ``--skip-upload`` and
+    ``--json``; they become the ``lock_timeout`` setting and the commands' parameters
+    ``dry_run``, ``no_lock``, ``skip_upload`` and ``as_json``."""
+    return _in_order(
+        [
+            maintenance_setting("lock_timeout", help="seconds to wait for the catalog lock"),
+            click.option("--dry-run", is_flag=True, help=dry_run_help),
+            click.option("--no-lock", is_flag=True, help="skip the catalog lock"),
+            click.option(
+                "--skip-upload", is_flag=True, help="do not upload catalog.db to its remote copy"
+            ),
+            click.option("--json", "as_json", is_flag=True, help="print the result as JSON"),
+        ]
+    )
 
 
 class _Date(click.ParamType):
@@ -442,11 +465,7 @@ def run_backfill(
 @maintenance_setting("cells", help="only these H3 cells (comma-separated)")
 @maintenance_setting("years", help="only these years (comma-separated)")
 @maintenance_setting("max_buckets", help="compact at most N buckets in this run")
-@maintenance_setting("lock_timeout", help="seconds to wait for the catalog lock")
-@click.option("--dry-run", is_flag=True, help="print the plan; change nothing")
-@click.option("--no-lock", is_flag=True, help="skip the catalog lock")
-@click.option("--skip-upload", is_flag=True, help="do not upload catalog.db to its remote copy")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@_maintenance_run_flags(dry_run_help="print the plan; change nothing")
 def compact_command(
     catalog: str | None,
     warehouse: str | None,
@@ -517,11 +536,7 @@ def _days(days: float) -> str:
     help="expire snapshots older than this (7d, 36h, ...)",
 )
 @maintenance_setting("retain_last", help="always keep the newest N snapshots (and the current)")
-@maintenance_setting("lock_timeout", help="seconds to wait for the catalog lock")
-@click.option("--dry-run", is_flag=True, help="print what would go; change nothing")
-@click.option("--no-lock", is_flag=True, help="skip the catalog lock")
-@click.option("--skip-upload", is_flag=True, help="do not upload catalog.db to its remote copy")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@_maintenance_run_flags(dry_run_help="print what would go; change nothing")
 def expire_snapshots_command(
     catalog: str | None,
     warehouse: str | None,
@@ -558,11 +573,7 @@ def expire_snapshots_command(
     show_default=True,
     help="only files older than this (a run in progress writes younger ones)",
 )
-@maintenance_setting("lock_timeout", help="seconds to wait for the catalog lock")
-@click.option("--dry-run", is_flag=True, help="list the orphans; delete nothing")
-@click.option("--no-lock", is_flag=True, help="skip the catalog lock")
-@click.option("--skip-upload", is_flag=True, help="do not upload catalog.db to its remote copy")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@_maintenance_run_flags(dry_run_help="list the orphans; delete nothing")
 def remove_orphans_command(
     catalog: str | None,
     warehouse: str | None,
@@ -725,17 +736,33 @@ def demo(home: str | None, date: dt.date, items: int, seed: int, scheduler: str)
 @click.option("--limit", type=click.IntRange(min=1), help="the most items to return")
 @click.option("--as-of", help="snapshot id, or a time (RFC 3339) to read the table as of")
 @click.option(
-    "--format", "fmt", type=click.Choice(["geojson", "ndjson", "parquet", "table"]),
-    default="geojson", show_default=True, help="output format",
+    "--format",
+    "fmt",
+    type=click.Choice(["geojson", "ndjson", "parquet", "table"]),
+    default="geojson",
+    show_default=True,
+    help="output format",
 )
 @click.option("--output", help="write here (local path or s3://) instead of stdout")
 @click.option("--explain", is_flag=True, help="print the plan and what was read (stderr)")
 def search_command(
-    catalog: str | None, warehouse: str | None, hash_index: str | None,
-    catalog_remote: str | None, bbox: str | None, intersects: str | None,
-    datetime_: str | None, ids: str | None, collections: str | None, filter_: str | None,
-    fields: str | None, sortby: str | None, limit: int | None, as_of: str | None, fmt: str,
-    output: str | None, explain: bool,
+    catalog: str | None,
+    warehouse: str | None,
+    hash_index: str | None,
+    catalog_remote: str | None,
+    bbox: str | None,
+    intersects: str | None,
+    datetime_: str | None,
+    ids: str | None,
+    collections: str | None,
+    filter_: str | None,
+    fields: str | None,
+    sortby: str | None,
+    limit: int | None,
+    as_of: str | None,
+    fmt: str,
+    output: str | None,
+    explain: bool,
 ) -> int:
     """Search the catalog's items (exact; each item once) and print or write them."""
     from earthcatalog_dagster.query import search
@@ -748,9 +775,18 @@ def search_command(
         intersects = Path(intersects).read_text()
     cfg = _settings(catalog=catalog, warehouse=warehouse, catalog_remote=catalog_remote)
     result = search(
-        bbox=bbox, intersects=intersects, datetime=datetime_, ids=ids, collections=collections,
-        filter=filter_, fields=fields, sortby=sortby, limit=limit, as_of=as_of,
-        settings=cfg, catalog=catalog,
+        bbox=bbox,
+        intersects=intersects,
+        datetime=datetime_,
+        ids=ids,
+        collections=collections,
+        filter=filter_,
+        fields=fields,
+        sortby=sortby,
+        limit=limit,
+        as_of=as_of,
+        settings=cfg,
+        catalog=catalog,
     )
     count = write_result(result, fmt, output, sys.stdout.buffer)
     if output:
@@ -765,8 +801,12 @@ def search_command(
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
 @click.option("--port", default=8000, show_default=True, type=int, help="port to listen on")
 def serve_command(
-    catalog: str | None, warehouse: str | None, hash_index: str | None,
-    catalog_remote: str | None, host: str, port: int,
+    catalog: str | None,
+    warehouse: str | None,
+    hash_index: str | None,
+    catalog_remote: str | None,
+    host: str,
+    port: int,
 ) -> int:
     """Serve the catalog read-only as a STAC API 1.0 (search, filter, sort, fields)."""
     from earthcatalog_dagster.query.execute import use_search_memory_pool

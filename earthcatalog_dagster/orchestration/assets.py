@@ -66,7 +66,7 @@ from earthcatalog_dagster.pipeline.commit import (
     session_for,
     sync_index,
 )
-from earthcatalog_dagster.pipeline.compute import release_pool
+from earthcatalog_dagster.pipeline.compute import release_pool, writer_threads
 from earthcatalog_dagster.pipeline.delta import DeltaSourceNotFound, daily_delta
 from earthcatalog_dagster.pipeline.hash_sync import merge_staged_aliases, read_staged_aliases
 from earthcatalog_dagster.pipeline.outcomes import (
@@ -366,10 +366,19 @@ def ndjson_items(
                 "items missing (404)": totals["missing"],
             },
         ) from None
-    buckets = sorted({(cell, year) for r in results for cell, year, _ in r.buckets})
+    staged_rows: dict[tuple[str, str], int] = {}
+    for result in results:
+        for cell, year, count in result.buckets:
+            staged_rows[(cell, year)] = staged_rows.get((cell, year), 0) + count
+    buckets = sorted(staged_rows)
     aliases = read_staged_aliases(staging)
     return Output(
-        NdjsonDescriptor(buckets=tuple(buckets), resolution=plan.resolution, **totals),
+        NdjsonDescriptor(
+            buckets=tuple(buckets),
+            bucket_rows=tuple(staged_rows[b] for b in buckets),
+            resolution=plan.resolution,
+            **totals,
+        ),
         metadata={
             "items whose id differs from their file name": aliases.num_rows,
             "id ≠ file name examples": "\n".join(
@@ -398,8 +407,9 @@ def ndjson_items(
 @asset(
     **_COMMON,
     description=(
-        "Per (cell, year) (one task each): NDJSON deduplicated by id (latest `updated` "
-        "wins) and written as GeoParquet under deterministic names in the warehouse."
+        "Per (cell, year), in tasks of up to 64 buckets: NDJSON deduplicated by id "
+        "(latest `updated` wins) and written as GeoParquet under deterministic names in "
+        "the warehouse."
     ),
     check_specs=checks.WAREHOUSE_CHECKS,
 )
@@ -435,6 +445,10 @@ def warehouse_parquets(
     registered = (
         frozenset(iceberg.files_of_runs(table, [token])) if table is not None else frozenset()
     )
+    rows_known = len(ndjson_items.bucket_rows) == len(ndjson_items.buckets)
+    groups = phases.bucket_groups(
+        ndjson_items.buckets, ndjson_items.bucket_rows if rows_known else None
+    )
     task = s3.task(
         functools.partial(
             phases.compact_task,
@@ -444,9 +458,10 @@ def warehouse_parquets(
             registered=registered,
             compact_rows=options.compact_rows,
             keep_ids=True,  # the checks' and the hash index's evidence: no file read back
+            writers=writer_threads(cfg.warehouse, options.scheduler, len(groups)),
         ),
     )
-    results = compute.map(task, ndjson_items.buckets, options)
+    results = [r for group in compute.map(task, groups, options) for r in group]
     files = tuple(f for r in results for f in r.files)
     rows = sum(r.rows for r in results)
     # What the checks need, from what the tasks returned (only files of buckets compacted

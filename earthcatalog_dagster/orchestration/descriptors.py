@@ -83,6 +83,7 @@ class NdjsonDescriptor(Descriptor):
     )
 
     buckets: tuple[tuple[str, str], ...] = ()
+    bucket_rows: tuple[int, ...] = ()  # staged rows per bucket (older descriptors: none)
     rows: int = 0
     fetched: int = 0
     missing: int = 0

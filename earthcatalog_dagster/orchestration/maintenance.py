@@ -24,7 +24,7 @@ deployment (run one or the other).
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from dagster import (
@@ -126,8 +126,26 @@ def _settings(roots: StorageRoots, catalog: IcebergCatalog) -> Settings:
     return catalog.settings(roots.settings())
 
 
-def _seconds(start: float) -> float:
-    return round(time.perf_counter() - start, 3)
+def _run_operation(
+    context: AssetExecutionContext,
+    operation: Callable[..., Any],
+    config: Config,
+    roots: StorageRoots,
+    catalog: IcebergCatalog,
+    metadata: Callable[[Any], dict[str, Any]],
+) -> MaterializeResult:
+    """Run one maintenance ``operation`` with the step's options and roots, log its report,
+    and materialize ``metadata(result)`` plus whether it was a dry run and how long it took."""
+    start = time.perf_counter()
+    result = operation(maintenance_options(catalog, config), settings=_settings(roots, catalog))
+    context.log.info(result.render())
+    return MaterializeResult(
+        metadata={
+            **metadata(result),
+            "dry run": result.dry_run,
+            "duration s": round(time.perf_counter() - start, 3),
+        }
+    )
 
 
 _COMMON: dict[str, Any] = {"group_name": GROUP, "pool": ICEBERG_POOL}
@@ -151,11 +169,13 @@ def compacted_table(
 ) -> MaterializeResult:
     from earthcatalog_dagster.pipeline.maintenance.compact import compact
 
-    start = time.perf_counter()
-    result = compact(maintenance_options(catalog, config), settings=_settings(roots, catalog))
-    context.log.info(result.render())
-    return MaterializeResult(
-        metadata={
+    return _run_operation(
+        context,
+        compact,
+        config,
+        roots,
+        catalog,
+        lambda result: {
             "buckets planned": result.buckets_planned,
             "buckets compacted": result.buckets_compacted,
             "files before": result.files_before,
@@ -166,9 +186,7 @@ def compacted_table(
             "bytes before": result.bytes_before,
             "bytes after": result.bytes_after,
             "snapshot id": str(result.snapshot_id) if result.snapshot_id else "none",
-            "dry run": result.dry_run,
-            "duration s": _seconds(start),
-        }
+        },
     )
 
 
@@ -188,22 +206,20 @@ def expired_snapshots(
     catalog: IcebergCatalog,
     s3: DataPlaneS3,
 ) -> MaterializeResult:
-    start = time.perf_counter()
-    result = expire_snapshots(
-        maintenance_options(catalog, config), settings=_settings(roots, catalog)
-    )
-    context.log.info(result.render())
-    return MaterializeResult(
-        metadata={
+    return _run_operation(
+        context,
+        expire_snapshots,
+        config,
+        roots,
+        catalog,
+        lambda result: {
             "snapshots expired": result.snapshots_expired,
             "snapshots retained": result.snapshots_retained,
             "data files deleted": result.data_files_deleted,
             "manifests deleted": result.manifests_deleted,
             "manifest lists deleted": result.manifest_lists_deleted,
             "bytes freed": result.bytes_freed,
-            "dry run": result.dry_run,
-            "duration s": _seconds(start),
-        }
+        },
     )
 
 
@@ -222,21 +238,19 @@ def orphans_removed(
     catalog: IcebergCatalog,
     s3: DataPlaneS3,
 ) -> MaterializeResult:
-    start = time.perf_counter()
-    result = remove_orphans(
-        maintenance_options(catalog, config), settings=_settings(roots, catalog)
-    )
-    context.log.info(result.render())
-    return MaterializeResult(
-        metadata={
+    return _run_operation(
+        context,
+        remove_orphans,
+        config,
+        roots,
+        catalog,
+        lambda result: {
             "data files deleted": result.data_files_deleted,
             "metadata files deleted": result.metadata_files_deleted,
             "bytes freed": result.bytes_freed,
             "unreferenced, within the grace period": result.too_young,
             "files listed": result.files_listed,
-            "dry run": result.dry_run,
-            "duration s": _seconds(start),
-        }
+        },
     )
 
 

@@ -2,10 +2,12 @@
 
 Phase 1 (head) chunks the inventory into the staging prefix; Phase 2 runs one Dask task
 per chunk (fetch, fan out, NDJSON per (cell, year), completion marker); Phase 3 one task
-per (cell, year) (dedupe, GeoParquet of at most ``compact_rows`` rows per file); Phase 4
-(head) registers, syncs the hash index and cleans the markers. Every phase is idempotent,
-so a run killed at any moment (a spot instance reclaimed) is resumed by rerunning it.
-Workers return small descriptors only; Parquet and NDJSON bytes never reach the head.
+per group of (cell, year) buckets (dedupe, GeoParquet of at most ``compact_rows`` rows per
+file, a marker per bucket); Phase 4 (head) registers, syncs the hash index and cleans the
+markers. Every phase is idempotent, so a run killed at any moment (a spot instance
+reclaimed) is resumed by rerunning it. Workers return small descriptors only — and, for
+runs of up to :data:`HAND_OVER_ROWS` rows, each new file's ids and footer, so Phase 4
+reads nothing back; Parquet and NDJSON bytes never reach the head.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from earthcatalog_dagster.pipeline.compute import (
     release_pool,
     run_tasks,
     validate_scheduler,
+    writer_threads,
 )
 from earthcatalog_dagster.pipeline.hash_sync import read_staged_aliases
 from earthcatalog_dagster.pipeline.outcomes import (
@@ -50,6 +53,10 @@ RETRY_BASE = 1_000_000  # chunk numbers of retried pending keys start here
 OWNER = "earthcatalog-dagster bulk_ingest()"
 #: Schedulers that run on this machine without Dask (:mod:`.compute`).
 IN_MACHINE = ("synchronous", "processes", "auto")
+#: Phase 3 hands each new file's ids and footer to Phase 4 (nothing read back) while a
+#: run stages at most this many rows (their ids: ~100 MB in the head); a larger backfill
+#: reads them back from the files instead.
+HAND_OVER_ROWS = 2_000_000
 
 
 @dataclass
@@ -225,10 +232,10 @@ def bulk_ingest(
     try:
         chunks = _phase_1_chunks(run, reuse=skip_inventory or skip_ingest, retry=retry_pending)
         results = _phase_2_ndjson(run, chunks, skip=skip_ingest)
-        files = _phase_3_parquet(run, results, chunks, include_staged=skip_ingest)
+        compacted = _phase_3_parquet(run, results, include_staged=skip_ingest)
     finally:
         run.workers.close()  # the cluster is not needed on the head's Phase 4
-    _phase_4_commit(run, files)
+    _phase_4_commit(run, compacted)
     # Completion first, then cleaning: a rerun after this point is a no-op, and the NDJSON
     # of a finished run can never be compacted a second time.
     _record_completion(staging_dir, run.summary)
@@ -321,17 +328,20 @@ def _phase_2_ndjson(run: _BulkRun, chunks: list[str], *, skip: bool) -> list[pha
 
 
 def _phase_3_parquet(
-    run: _BulkRun,
-    results: list[phases.ChunkResult],
-    chunks: list[str],
-    *,
-    include_staged: bool,
-) -> list[str]:
-    """One task per (cell, year): NDJSON → deduplicated GeoParquet; returns the files."""
+    run: _BulkRun, results: list[phases.ChunkResult], *, include_staged: bool
+) -> list[phases.BucketResult]:
+    """Tasks of a few dozen (cell, year) buckets each: NDJSON → deduplicated GeoParquet;
+    returns the files."""
     started = time.perf_counter()
-    buckets = sorted({(cell, year) for r in results for cell, year, _ in r.buckets})
+    staged_rows: dict[tuple[str, str], int] = {}
+    for result in results:
+        for cell, year, rows in result.buckets:
+            staged_rows[(cell, year)] = staged_rows.get((cell, year), 0) + rows
     if include_staged:
-        buckets = sorted(set(buckets) | set(_staged_buckets(run.staging_dir)))
+        for bucket in _staged_buckets(run.staging_dir):
+            staged_rows.setdefault(bucket, 0)
+    buckets = sorted(staged_rows)
+    groups = phases.bucket_groups(buckets, [staged_rows[b] for b in buckets])
     # A bucket's file numbers start above those the table holds, so retried items (or a
     # rerun) never overwrite a registered file.
     token = f"bulk-{_digest(run.staging_dir)[:8]}"
@@ -347,9 +357,11 @@ def _phase_3_parquet(
         token=token,
         registered=registered,
         compact_rows=run.opts.compact_rows,
+        keep_ids=sum(staged_rows.values()) <= HAND_OVER_ROWS,
+        writers=writer_threads(run.cfg.warehouse, run.workers.scheduler, len(groups)),
     )
-    with run.bars.phase("phase 3: buckets → GeoParquet", len(buckets)) as tick:
-        compacted = run.workers(compact, buckets, on_result=tick)
+    with run.bars.phase("phase 3: buckets → GeoParquet", len(groups)) as tick:
+        compacted = [b for group in run.workers(compact, groups, on_result=tick) for b in group]
     summary = run.summary
     summary.buckets = len(compacted)
     summary.buckets_skipped = sum(b.skipped for b in compacted)
@@ -357,17 +369,26 @@ def _phase_3_parquet(
     summary.files_written = sum(len(b.files) for b in compacted)
     summary.bytes_written = sum(b.bytes for b in compacted)
     summary.seconds["phase 3 (parquet)"] = time.perf_counter() - started
-    return [f for b in compacted for f in b.files]
+    return compacted
 
 
-def _phase_4_commit(run: _BulkRun, files: list[str]) -> None:
-    """Register and sync the hash index through the one commit path."""
+def _phase_4_commit(run: _BulkRun, compacted: list[phases.BucketResult]) -> None:
+    """Register and sync the hash index through the one commit path (the ids and footers
+    Phase 3 handed over are not read back)."""
     started = time.perf_counter()
     aliases = read_staged_aliases(run.staging_dir)
     summary = run.summary
     summary.id_mismatch_examples = describe_mismatches(aliases.slice(0, MISMATCH_EXAMPLES))
+    handed = [pair for bucket in compacted for pair in bucket.handed_over()]
     result = committer.commit(
-        run.cfg, run.opts, run.plan, files, owner=OWNER, aliases=aliases["key_id"]
+        run.cfg,
+        run.opts,
+        run.plan,
+        [f for b in compacted for f in b.files],
+        owner=OWNER,
+        footers={written.uri: written for written, _ in handed},
+        known_ids={written.uri: ids for written, ids in handed},
+        aliases=aliases["key_id"],
     )
     summary.files_registered = result.files_registered
     summary.snapshot_id = result.snapshot_id

@@ -79,6 +79,23 @@ def resolve_scheduler(scheduler: str, tasks: int) -> str:
     return "synchronous" if tasks <= 1 or cpu_count() <= 1 else "processes"
 
 
+#: Warehouse file writers per task on S3, where a writer mostly waits for its PUT.
+S3_WRITERS = 16
+
+
+def writer_threads(warehouse: str, scheduler: str, tasks: int) -> int:
+    """Threads that encode and write warehouse files within one task.
+
+    On S3, enough to overlap the PUTs' round trips. On local disk, one per CPU when the
+    tasks run one at a time in this process (Parquet encoding releases the GIL: measured
+    1.7–2.3 ms per file with 2 threads on 2 cores against 3.6–4.0 ms with one), else one:
+    the other tasks' processes hold the other CPUs.
+    """
+    if not storage.is_local(warehouse):
+        return S3_WRITERS
+    return cpu_count() if resolve_scheduler(scheduler, tasks) == "synchronous" else 1
+
+
 def validate_scheduler(scheduler: str, create_client: Callable[[], Any] | None = None) -> None:
     """Fail at once on a scheduler we cannot run."""
     if scheduler in ("synchronous", "processes", "auto", "local") or "://" in scheduler:

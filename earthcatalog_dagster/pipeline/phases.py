@@ -4,8 +4,9 @@ bulk path) run.
 Phase 1 ``write_chunks`` (head): inventory → ``chunks/chunk_N.parquet`` + a plan file.
 Phase 2 ``ingest_chunk`` (one task per chunk): fetch, parse, fan out, NDJSON per
 (cell, year), rejects and retryable failures recorded, then a completion marker.
-Phase 3 ``compact_bucket`` (one task per (cell, year)): NDJSON → deduplicated GeoParquet
-under deterministic names, then a bucket marker.
+Phase 3 ``compact_buckets`` (one task per group of (cell, year) buckets,
+:func:`bucket_groups`): NDJSON → deduplicated GeoParquet under deterministic names, then a
+marker per bucket.
 Phase 4 (head): registration and the hash index sync, in :mod:`.catalog` and
 :mod:`.hash_sync`.
 
@@ -17,13 +18,17 @@ to storage.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -31,10 +36,10 @@ import xxhash
 
 from earthcatalog_dagster import layout
 from earthcatalog_dagster.core import storage
-from earthcatalog_dagster.core.buckets import dedupe_latest, split_buckets, year_labels
+from earthcatalog_dagster.core.buckets import dedupe_latest, year_labels
 from earthcatalog_dagster.core.fanout import fan_out
 from earthcatalog_dagster.core.fetch import fetch_objects
-from earthcatalog_dagster.core.geoparquet import write_geoparquet
+from earthcatalog_dagster.core.geoparquet import WrittenFile, write_geoparquet
 from earthcatalog_dagster.core.hash_index import HashIndex, hash_ids
 from earthcatalog_dagster.core.inventory import ids_of_keys, iter_inventory
 from earthcatalog_dagster.core.items import parse_decoded, parse_items
@@ -298,9 +303,9 @@ class BucketResult:
 
     ``file_cells``/``file_years`` say, per file, the cells and years of the rows written
     to it (both ``[cell]``/``[year]`` when all is well): the asset checks read them
-    instead of reading the files back. ``ids`` (only with ``compact_bucket(keep_ids=True)``,
-    never in the marker) holds each file's ``id`` column, for the checks and the hash
-    index sync of the same run.
+    instead of reading the files back. ``ids`` and ``written`` (only with
+    ``keep_ids=True``, never in the marker) hold each file's ``id`` column and its size and
+    footer, for the checks, the registration and the hash index sync of the same run.
     """
 
     cell: str
@@ -313,15 +318,54 @@ class BucketResult:
     file_years: list[list[str]] | None = None
     skipped: bool = False
     ids: list[pa.Array] | None = field(default=None, repr=False, compare=False)
+    written: list[WrittenFile] | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> bytes:
-        data = {k: v for k, v in self.__dict__.items() if k not in ("skipped", "ids")}
+        data = {k: v for k, v in self.__dict__.items() if k not in ("skipped", "ids", "written")}
         return json.dumps(data).encode()
+
+    def handed_over(self) -> list[tuple[WrittenFile, pa.Array]]:
+        """Each new file with its ids, as ``keep_ids`` kept them (none otherwise)."""
+        if self.written is None or self.ids is None:
+            return []
+        return list(zip(self.written, self.ids, strict=True))
 
     @classmethod
     def from_json(cls, data: bytes) -> BucketResult:
         """A marker's result (markers of older versions lack ``file_cells``/``file_years``)."""
         return cls(**json.loads(data), skipped=True)
+
+
+#: Phase 3 task size: at most this many buckets per task, and (where the staged row
+#: counts are known) about this many rows. A daily bucket holds ~12 rows, and its own
+#: task paid the parse's and the task's fixed costs (~10 ms) for each of them.
+GROUP_BUCKETS = 64
+GROUP_ROWS = 20_000
+#: Staged NDJSON read and parsed at once within a task: whole buckets up to this many
+#: bytes (a larger bucket is read alone, this many files' worth at a time).
+READ_BYTES = 64 * 2**20
+READ_FILES = 256
+
+
+def bucket_groups(
+    buckets: Sequence[tuple[str, str]],
+    rows: Sequence[int] | None = None,
+    *,
+    max_buckets: int = GROUP_BUCKETS,
+    max_rows: int = GROUP_ROWS,
+) -> list[list[tuple[str, str]]]:
+    """The Phase 3 tasks: consecutive buckets, at most ``max_buckets`` and (``rows``, the
+    staged rows of each bucket, when known) about ``max_rows`` rows per task."""
+    groups: list[list[tuple[str, str]]] = []
+    held = 0
+    for i, bucket in enumerate(buckets):
+        size = rows[i] if rows is not None else 0
+        if not groups or len(groups[-1]) >= max_buckets or (held and held + size > max_rows):
+            groups.append([])
+            held = 0
+        groups[-1].append(tuple(bucket))  # type: ignore[arg-type]
+        held += size
+    return groups
 
 
 def compact_bucket(
@@ -335,35 +379,92 @@ def compact_bucket(
     compact_rows: int = 200_000,
     keep_ids: bool = False,
 ) -> BucketResult:
-    """Phase 3 for one bucket: its NDJSON → deduplicated, sorted GeoParquet files.
+    """Phase 3 for one bucket: :func:`compact_buckets` of ``[(cell, year)]``."""
+    return compact_buckets(
+        staging_dir,
+        [(cell, year)],
+        warehouse=warehouse,
+        token=token,
+        registered=registered,
+        compact_rows=compact_rows,
+        keep_ids=keep_ids,
+    )[0]
+
+
+def compact_buckets(
+    staging_dir: str,
+    buckets: Sequence[tuple[str, str]],
+    *,
+    warehouse: str,
+    token: str,
+    registered: frozenset[str] | set[str] = frozenset(),
+    compact_rows: int = 200_000,
+    keep_ids: bool = False,
+    writers: int = 1,
+) -> list[BucketResult]:
+    """Phase 3 for a group of buckets: each one's NDJSON → deduplicated, sorted GeoParquet
+    files, then its marker; one result per bucket, in order.
+
+    The staged rows of many buckets are parsed and sorted together (a bucket's own parse
+    cost more than its rows), each bucket is then written on its own
+    (:func:`write_bucket`), ``writers`` at a time: Parquet encoding releases the GIL.
+    A bucket whose marker exists returns what it recorded.
+    """
+    results: dict[tuple[str, str], BucketResult] = {}
+    todo = []
+    for cell, year in buckets:
+        marker = layout.bucket_marker(staging_dir, cell, year)
+        if storage.exists(marker):
+            results[(cell, year)] = BucketResult.from_json(storage.read_bytes(marker))
+        else:
+            todo.append((cell, year))
+    write = functools.partial(
+        write_bucket,
+        staging_dir,
+        warehouse=warehouse,
+        token=token,
+        registered=registered,
+        compact_rows=compact_rows,
+        keep_ids=keep_ids,
+    )
+    sources = _staged_sources(staging_dir, todo)
+    with ThreadPoolExecutor(max_workers=max(1, writers)) as pool:
+        for batch in _read_batches(todo, sources):
+            staged = _staged_rows(batch, sources)
+            for result in pool.map(lambda job: write(*job), staged):
+                results[(result.cell, result.year)] = result
+    return [results[(cell, year)] for cell, year in buckets]
+
+
+def write_bucket(
+    staging_dir: str,
+    cell: str,
+    year: str,
+    splits: list[pa.Table],
+    duplicates_dropped: int,
+    *,
+    warehouse: str,
+    token: str,
+    registered: frozenset[str] | set[str] = frozenset(),
+    compact_rows: int = 200_000,
+    keep_ids: bool = False,
+) -> BucketResult:
+    """Write one bucket's deduplicated rows (``splits``: each in warehouse order) as files
+    of at most ``compact_rows`` rows, then its marker.
 
     File numbers start at the first one not registered in the table, so a rerun
     overwrites what a killed run left and never replaces a registered file.
-    ``keep_ids``: return each new file's ids (``BucketResult.ids``; not for a bucket
-    skipped by its marker).
+    ``keep_ids``: return each new file's ids and footer (``BucketResult.ids``,
+    ``BucketResult.written``).
     """
-    marker = layout.bucket_marker(staging_dir, cell, year)
-    if storage.exists(marker):
-        return BucketResult.from_json(storage.read_bytes(marker))
-    prefix = layout.join(layout.ndjson_dir(staging_dir), cell, year)
-    sources = [o.uri for o in storage.list_objects(prefix, suffix=".ndjson")]
-    # Stream: a few dozen NDJSON files in memory at a time, each group parsed to Arrow in
-    # one call (a daily bucket is one or two small files: the parse's fixed cost per call
-    # and a thread pool per read were most of this phase, so one file is read directly).
-    parts: list[pa.Table] = []
-    with paused_gc():
-        for start in range(0, len(sources), 64):
-            group = sources[start : start + 64]
-            parts.append(_ndjson_rows(group, _read_ndjson(group), cell))
-    table = pa.concat_tables(parts) if parts else WAREHOUSE_SCHEMA.empty_table()
-    deduped = dedupe_latest(table)
     result = BucketResult(
         cell,
         year,
-        duplicates_dropped=table.num_rows - deduped.num_rows,
+        duplicates_dropped=duplicates_dropped,
         file_cells=[],
         file_years=[],
         ids=[] if keep_ids else None,
+        written=[] if keep_ids else None,
     )
     sequence = 0
     while layout.warehouse_file(warehouse, cell, year, token, sequence) in registered:
@@ -372,7 +473,7 @@ def compact_bucket(
     storage.remove_debris(
         layout.partition_dir(warehouse, cell, year), min_age=0, name_prefix=f"part_{token}_"
     )
-    for _, rows in split_buckets(deduped):
+    for rows in splits:
         for offset in range(0, rows.num_rows, compact_rows):
             uri = layout.warehouse_file(warehouse, cell, year, token, sequence)
             part = rows.slice(offset, compact_rows)
@@ -383,18 +484,116 @@ def compact_bucket(
             # What this file holds, from the rows just written (the checks' evidence).
             result.file_cells.append(sorted(pc.unique(part["grid_partition"]).to_pylist()))
             result.file_years.append(sorted(pc.unique(year_labels(part)).to_pylist()))
-            if result.ids is not None:
+            if result.ids is not None and result.written is not None:
                 result.ids.append(part["id"].combine_chunks())
+                result.written.append(written)
             sequence += 1
-    storage.write_bytes(marker, result.to_json())
+    storage.write_bytes(layout.bucket_marker(staging_dir, cell, year), result.to_json())
     return result
 
 
-def compact_task(bucket: tuple[str, str] | list[str], **kwargs: Any) -> BucketResult:
-    """:func:`compact_bucket` of one ``(cell, year)``: the Phase 3 task (picklable, for
-    worker processes; ``kwargs`` are :func:`compact_bucket`'s, ``staging_dir`` included)."""
-    cell, year = bucket
-    return compact_bucket(kwargs.pop("staging_dir"), cell, year, **kwargs)
+def compact_task(buckets: Sequence[tuple[str, str]], **kwargs: Any) -> list[BucketResult]:
+    """:func:`compact_buckets` of one group of ``(cell, year)``: the Phase 3 task
+    (picklable, for worker processes; ``kwargs`` are :func:`compact_buckets`'s,
+    ``staging_dir`` included)."""
+    return compact_buckets(kwargs.pop("staging_dir"), [tuple(b) for b in buckets], **kwargs)
+
+
+def _staged_sources(
+    staging_dir: str, buckets: list[tuple[str, str]]
+) -> dict[tuple[str, str], list[storage.ObjectInfo]]:
+    """Each bucket's staged NDJSON files (one listing per bucket, concurrent on S3)."""
+
+    def listing(bucket: tuple[str, str]) -> list[storage.ObjectInfo]:
+        prefix = layout.join(layout.ndjson_dir(staging_dir), *bucket)
+        return storage.list_objects(prefix, suffix=".ndjson")
+
+    if storage.is_local(staging_dir) or len(buckets) <= 1:
+        return {bucket: listing(bucket) for bucket in buckets}
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return dict(zip(buckets, pool.map(listing, buckets), strict=True))
+
+
+def _read_batches(
+    buckets: list[tuple[str, str]], sources: dict[tuple[str, str], list[storage.ObjectInfo]]
+) -> Iterator[list[tuple[str, str]]]:
+    """Consecutive buckets whose NDJSON together stays under :data:`READ_BYTES` (a larger
+    bucket alone)."""
+    batch: list[tuple[str, str]] = []
+    held = 0
+    for bucket in buckets:
+        size = sum(o.size for o in sources[bucket])
+        if batch and held + size > READ_BYTES:
+            yield batch
+            batch, held = [], 0
+        batch.append(bucket)
+        held += size
+    if batch:
+        yield batch
+
+
+def _staged_rows(
+    buckets: list[tuple[str, str]], sources: dict[tuple[str, str], list[storage.ObjectInfo]]
+) -> list[tuple[str, str, list[pa.Table], int]]:
+    """Per bucket: its staged rows deduplicated (latest ``updated`` per id) and split by
+    year label, each split in warehouse order, and the duplicates dropped."""
+    uris = [o.uri for bucket in buckets for o in sources[bucket]]
+    owners = [n for n, bucket in enumerate(buckets) for _ in sources[bucket]]
+    parts: list[pa.Table] = []
+    with paused_gc():
+        for start in range(0, len(uris), READ_FILES):
+            group = uris[start : start + READ_FILES]
+            parts.append(
+                _ndjson_rows(group, _read_ndjson(group), owners[start : start + READ_FILES])
+            )
+    if not parts:
+        return [(cell, year, [], 0) for cell, year in buckets]
+    staged = pa.concat_tables(parts)
+    numbers = staged["bucket"].to_numpy()
+    cells = np.array([cell for cell, _ in buckets], dtype=object)[numbers]
+    table = (
+        staged.drop_columns(["bucket"])
+        .append_column("grid_partition", pa.array(cells, type=pa.string()))
+        .cast(WAREHOUSE_SCHEMA)
+        .append_column("bucket", staged["bucket"])
+    )
+    # Deduplicate each bucket on its own (an id may sit in two years of one cell), then
+    # one sort of the whole batch into (bucket, warehouse order).
+    bounds = np.searchsorted(numbers, np.arange(len(buckets) + 1))
+    kept, dropped = [], []
+    for start, end in itertools.pairwise(bounds.tolist()):
+        rows = table.slice(start, end - start)
+        deduped = dedupe_latest(rows)
+        kept.append(deduped)
+        dropped.append(rows.num_rows - deduped.num_rows)
+    ordered = pa.concat_tables(kept)
+    years = year_labels(ordered)
+    order = pc.sort_indices(
+        pa.table(
+            {
+                "bucket": ordered["bucket"],
+                "year": years,
+                "platform": ordered["platform"],
+                "datetime": ordered["datetime"],
+                "id": ordered["id"],
+            }
+        ),
+        sort_keys=[(k, "ascending") for k in ("bucket", "year", "platform", "datetime", "id")],
+    )
+    ordered = ordered.take(order)
+    years = years.take(order)
+    numbers = ordered["bucket"].to_numpy()
+    change = np.ones(ordered.num_rows, dtype=bool)
+    change[1:] = (numbers[1:] != numbers[:-1]) | ~pc.equal(years[1:], years[:-1]).to_numpy(
+        zero_copy_only=False
+    )
+    starts = np.flatnonzero(change).tolist()
+    ends = [*starts[1:], ordered.num_rows]
+    warehouse_rows = ordered.drop_columns(["bucket"])
+    splits: list[list[pa.Table]] = [[] for _ in buckets]
+    for start, end in zip(starts, ends, strict=True):
+        splits[int(numbers[start])].append(warehouse_rows.slice(start, end - start))
+    return [(cell, year, splits[n], dropped[n]) for n, (cell, year) in enumerate(buckets)]
 
 
 def _read_ndjson(uris: list[str]) -> list[bytes]:
@@ -412,21 +611,25 @@ def _read_ndjson(uris: list[str]) -> list[bytes]:
     return bodies
 
 
-def _ndjson_rows(uris: list[str], bodies: list[bytes], cell: str) -> pa.Table:
-    """Warehouse rows of staged NDJSON files (their lines carry their cell already)."""
+def _ndjson_rows(uris: list[str], bodies: list[bytes], owners: list[int]) -> pa.Table:
+    """The items of staged NDJSON files as warehouse rows without their cell, and a
+    ``bucket`` column: the owner number of the file each came from."""
     items = []
+    counts = []
     for data in bodies:
+        before = len(items)
         for line in data.splitlines():
             if line:
                 item = orjson.loads(line)
                 item.get("properties", {}).pop("grid_partition", None)
                 items.append(item)
+        counts.append(len(items) - before)
     parsed = parse_decoded(items, [str(i.get("id")) for i in items])
     if parsed.rejects:  # validated in phase 2 already: this is corruption, not bad data
         where = uris[0] if len(uris) == 1 else f"{len(uris)} files from {uris[0]}"
         raise ValueError(f"{where}: staged items failed validation: {parsed.rejects[:3]}")
-    cells = pa.array([cell] * parsed.table.num_rows, type=pa.string())
-    return parsed.table.append_column("grid_partition", cells).cast(WAREHOUSE_SCHEMA)
+    numbers = np.repeat(np.asarray(owners, dtype=np.int32), counts)
+    return parsed.table.append_column("bucket", pa.array(numbers, type=pa.int32()))
 
 
 def forget_phase_2(staging_dir: str) -> int:

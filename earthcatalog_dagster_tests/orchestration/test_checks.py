@@ -29,16 +29,13 @@ def _compacted(tmp_path: Path, n: int = 40) -> tuple[str, list[phases.BucketResu
     chunk = phases.ingest_chunk(
         plan.chunks[0], staging, source_root=settings.source_root, resolution=1
     )
-    results = [
-        phases.compact_task(
-            (cell, year),
-            staging_dir=staging,
-            warehouse=settings.warehouse,
-            token="t",
-            keep_ids=True,
-        )
-        for cell, year, _ in chunk.buckets
-    ]
+    results = phases.compact_task(
+        [(cell, year) for cell, year, _ in chunk.buckets],
+        staging_dir=staging,
+        warehouse=settings.warehouse,
+        token="t",
+        keep_ids=True,
+    )
     return staging, results
 
 
@@ -63,12 +60,13 @@ def test_evidence_from_the_tasks_equals_what_the_files_hold(tmp_path) -> None:
         assert ids.equals(storage.read_parquet(uri, columns=["id"])["id"].combine_chunks())
 
     # A bucket skipped by its marker has no ids in memory: its files are read back.
-    again = [
-        phases.compact_task(
-            (r.cell, r.year), staging_dir=staging, warehouse="unused", token="t", keep_ids=True
-        )
-        for r in results
-    ]
+    again = phases.compact_task(
+        [(r.cell, r.year) for r in results],
+        staging_dir=staging,
+        warehouse="unused",
+        token="t",
+        keep_ids=True,
+    )
     assert all(r.skipped and r.ids is None for r in again)
     reread = checks.NewRows.from_results(again)
     assert reread.files_read == len(reread.files)

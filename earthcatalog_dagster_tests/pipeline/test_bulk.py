@@ -61,7 +61,7 @@ PROFILER = "distributed.worker.profile.enabled"
 SYNC = {"scheduler": "synchronous", "chunk_size": CHUNK_SIZE, "progress": False}
 
 # The CLI wrapper: replace ``module.attribute`` with a function that SIGKILLs the process
-# once ``real_calls`` real calls have gone through, then run the CLI in this process.
+# once ``real_calls`` real calls have returned, then run the CLI in this process.
 KILLER = """\
 import importlib, os, signal, sys
 
@@ -74,8 +74,9 @@ calls = [0]
 def killer(*args, **kwargs):
     if calls[0] >= real_calls:
         os.kill(os.getpid(), signal.SIGKILL)
-    calls[0] += 1
-    return real(*args, **kwargs)
+    result = real(*args, **kwargs)
+    calls[0] += 1  # counted once done: writer threads may be inside it together
+    return result
 
 
 setattr(module, attribute, killer)
@@ -349,7 +350,7 @@ def test_retry_pending_lands_the_failed_objects(home, tmp_path, monkeypatch, kil
         "--retry-pending",
     ]
     if killed:  # the retry itself dies right after compacting its first non-empty bucket
-        real = phases.compact_bucket
+        real = phases.write_bucket
 
         def dies(*args, **kwargs):
             result = real(*args, **kwargs)
@@ -357,10 +358,10 @@ def test_retry_pending_lands_the_failed_objects(home, tmp_path, monkeypatch, kil
                 raise SystemExit("killed")
             return result
 
-        monkeypatch.setattr(phases, "compact_bucket", dies)
+        monkeypatch.setattr(phases, "write_bucket", dies)
         with pytest.raises(SystemExit):
             cli_main(retry)
-        monkeypatch.setattr(phases, "compact_bucket", real)
+        monkeypatch.setattr(phases, "write_bucket", real)
         assert not storage.list_objects(layout.join(first.staging, "pending_chunks"))
     assert cli_main(retry) == 0
     _converged(home, day, snapshots=2)  # the first run's, and the retried objects'
@@ -388,7 +389,7 @@ FULL_BUILD = (
 # (what is killed, after how many real calls): inside each phase of a full build.
 KILL_POINTS = {
     "phase 2, after 2 chunks": ("earthcatalog_dagster.pipeline.phases", "ingest_chunk", 2),
-    "phase 3, after 5 buckets": ("earthcatalog_dagster.pipeline.phases", "compact_bucket", 5),
+    "phase 3, after 5 buckets": ("earthcatalog_dagster.pipeline.phases", "write_bucket", 5),
     # The table is created at the first commit, then killed before its files.
     "phase 4, before registering": ("earthcatalog_dagster.core.catalog", "register_files", 0),
     "phase 4, before the hash sync": ("earthcatalog_dagster.pipeline.commit", "sync_hash_index", 0),
@@ -465,7 +466,7 @@ def test_operators_smoke_test_and_rerun_after_crash(home, tmp_path) -> None:
         manifest3, delta_prefix=home.delta_prefix, date=DAY_3, hash_index_uri=home.warehouse_hash
     )
     rest = ("--limit", "1000", "--delta", "--update-hash-index", "--skip-upload")
-    kill = ("earthcatalog_dagster.pipeline.phases", "compact_bucket", 3)
+    kill = ("earthcatalog_dagster.pipeline.phases", "write_bucket", 3)
     killed = _cli_killed(
         home, tmp_path, kill, "--inventory", pending3, "--scheduler", "synchronous", *rest
     )

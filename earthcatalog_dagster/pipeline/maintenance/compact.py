@@ -62,9 +62,13 @@ from earthcatalog_dagster.core import catalog as iceberg
 from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.buckets import dedupe_latest
 from earthcatalog_dagster.core.geoparquet import WrittenFile, sort_rows, write_geoparquet
-from earthcatalog_dagster.core.remote_catalog import catalog_session, read_copy
+from earthcatalog_dagster.core.remote_catalog import read_copy
 from earthcatalog_dagster.core.schema import WAREHOUSE_SCHEMA
-from earthcatalog_dagster.options import MAINTENANCE_DEFAULTS, MaintenanceOptions
+from earthcatalog_dagster.options import MaintenanceOptions
+from earthcatalog_dagster.pipeline.maintenance.references import (
+    maintenance_session,
+    resolve_options,
+)
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +256,7 @@ def compact(
 
     See the module documentation for the steps and why a kill at any point is safe.
     """
-    opts = (options or MAINTENANCE_DEFAULTS).with_values(**values)
+    opts = resolve_options(options, values)
     cfg = settings or Settings.from_env()
     if not opts.dry_run:
         cfg.check_writable("warehouse", "catalog")
@@ -466,14 +470,7 @@ def commit_compaction(
     written files stay unregistered). Returns the new snapshot's id (``None`` if nothing
     was committed) and the table's data-file count after.
     """
-    with catalog_session(
-        settings.catalog,
-        settings.catalog_remote,
-        use_lock=options.use_lock,
-        skip_upload=options.skip_upload,
-        owner=LOCK_OWNER,
-        lock_timeout=options.lock_timeout,
-    ) as session:
+    with maintenance_session(settings, options, LOCK_OWNER) as session:
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             table = iceberg.load_table(iceberg.open_catalog(session.local, settings.warehouse))
             snapshot = table.current_snapshot() if table is not None else None

@@ -34,10 +34,10 @@ from earthcatalog_dagster.config import Settings
 from earthcatalog_dagster.core import catalog as iceberg
 from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.options import MaintenanceOptions
-from earthcatalog_dagster.pipeline.commit import readable_catalog
+from earthcatalog_dagster.pipeline.commit import current_table
 from earthcatalog_dagster.pipeline.maintenance.references import (
     ManifestReader,
-    maintenance_session,
+    locked_table,
     references,
     resolve_options,
     utcnow,
@@ -186,14 +186,11 @@ def expire_snapshots(
     settings = settings or Settings.from_env()
     now = now or utcnow()
     if options.dry_run:
-        table = iceberg.load_table(
-            iceberg.open_catalog(readable_catalog(settings), settings.warehouse)
-        )
+        table = current_table(settings)
         if table is None:
             return ExpiryResult(dry_run=True)
         return _result(plan_expiry(table, options, now), dry_run=True)
-    with maintenance_session(settings, options, OWNER) as session:
-        table = iceberg.load_table(iceberg.open_catalog(session.local, settings.warehouse))
+    with locked_table(settings, options, OWNER) as (session, table):
         if table is None:
             return ExpiryResult()
         iceberg.ensure_metadata_retention(table)

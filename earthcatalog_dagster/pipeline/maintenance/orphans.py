@@ -33,11 +33,11 @@ from earthcatalog_dagster.config import Settings
 from earthcatalog_dagster.core import catalog as iceberg
 from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.options import MaintenanceOptions
-from earthcatalog_dagster.pipeline.commit import readable_catalog
+from earthcatalog_dagster.pipeline.commit import current_table
 from earthcatalog_dagster.pipeline.maintenance.expire import _human, delete_files
 from earthcatalog_dagster.pipeline.maintenance.references import (
     ManifestReader,
-    maintenance_session,
+    locked_table,
     normalize,
     references,
     resolve_options,
@@ -150,15 +150,13 @@ def remove_orphans(
     now = now or utcnow()
     older = options.orphan_older_than_days
     if options.dry_run:
-        catalog = iceberg.open_catalog(readable_catalog(settings), settings.warehouse)
-        table = iceberg.load_table(catalog)
+        table = current_table(settings)
         if table is None:
             return OrphanResult(dry_run=True)
         result = find_orphans(table, settings.warehouse, older_than_days=older, now=now)
         result.dry_run = True
         return result
-    with maintenance_session(settings, options, OWNER) as session:
-        table = iceberg.load_table(iceberg.open_catalog(session.local, settings.warehouse))
+    with locked_table(settings, options, OWNER) as (session, table):
         if table is None:
             log.warning("no table in %s: no orphan removed", settings.catalog)
             return OrphanResult()

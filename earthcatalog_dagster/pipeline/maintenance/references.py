@@ -24,6 +24,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
 from earthcatalog_dagster.config import Settings
+from earthcatalog_dagster.core import catalog as iceberg
 from earthcatalog_dagster.core.remote_catalog import CatalogSession, catalog_session
 from earthcatalog_dagster.options import MAINTENANCE_DEFAULTS, MaintenanceOptions
 
@@ -135,6 +136,16 @@ def maintenance_session(
         lock_timeout=options.lock_timeout,
     ) as session:
         yield session
+
+
+@contextmanager
+def locked_table(
+    settings: Settings, options: MaintenanceOptions, owner: str
+) -> Iterator[tuple[CatalogSession, Table | None]]:
+    """The maintenance session and the table as its catalog holds it (``None`` before the
+    first build): what an operation that changes the table works on, under the lock."""
+    with maintenance_session(settings, options, owner) as session:
+        yield session, iceberg.load_table(iceberg.open_catalog(session.local, settings.warehouse))
 
 
 def utcnow() -> dt.datetime:

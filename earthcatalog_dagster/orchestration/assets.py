@@ -407,7 +407,7 @@ def ndjson_items(
 @asset(
     **_COMMON,
     description=(
-        "Per (cell, year), in tasks of up to 64 buckets: NDJSON deduplicated by id "
+        "Per (cell, year), in tasks of up to 256 buckets: NDJSON deduplicated by id "
         "(latest `updated` wins) and written as GeoParquet under deterministic names in "
         "the warehouse."
     ),

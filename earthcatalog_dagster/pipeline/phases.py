@@ -18,11 +18,12 @@ to storage.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
@@ -38,11 +39,11 @@ from earthcatalog_dagster import layout
 from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.buckets import dedupe_latest, year_labels
 from earthcatalog_dagster.core.fanout import fan_out
-from earthcatalog_dagster.core.fetch import fetch_objects
+from earthcatalog_dagster.core.fetch import FetchResult, fetch_ahead
 from earthcatalog_dagster.core.geoparquet import WrittenFile, write_geoparquet
 from earthcatalog_dagster.core.hash_index import HashIndex, hash_ids
 from earthcatalog_dagster.core.inventory import ids_of_keys, iter_inventory
-from earthcatalog_dagster.core.items import parse_decoded, parse_items
+from earthcatalog_dagster.core.items import ParsedItems, Reject, parse_decoded, parse_items
 from earthcatalog_dagster.core.schema import WAREHOUSE_SCHEMA
 from earthcatalog_dagster.pipeline.outcomes import outcome_table
 from earthcatalog_dagster.pipeline.runtime import paused_gc
@@ -219,6 +220,41 @@ class ChunkResult:
         return cls(**loaded, skipped=True)
 
 
+#: Phase 2 fetches a chunk in slices of this many objects, the next one while the
+#: current one is parsed (:func:`~earthcatalog_dagster.core.fetch.fetch_ahead`).
+FETCH_SLICE_ROWS = 2_000
+
+
+@dataclass
+class _ChunkOutcomes:
+    """What the slices of one chunk fetched and parsed, summed up."""
+
+    fetched: int = 0
+    items: int = 0
+    fixed: int = 0
+    rejects: list[Reject] = field(default_factory=list)
+    missing: list[pa.Table] = field(default_factory=list)
+    failed: list[pa.Table] = field(default_factory=list)
+    mismatches: list[pa.Table] = field(default_factory=list)
+
+    def add(self, fetched: FetchResult, parsed: ParsedItems) -> None:
+        self.fetched += len(fetched.bodies)
+        self.items += parsed.table.num_rows
+        self.fixed += len(parsed.fixes)
+        self.rejects += parsed.rejects
+        self.missing.append(fetched.missing)
+        self.failed.append(fetched.failed)
+        self.mismatches.append(parsed.mismatches)
+
+    def tables(self) -> tuple[pa.Table, pa.Table, pa.Table]:
+        """The missing, failed and mismatched rows of every slice."""
+        return (
+            pa.concat_tables(self.missing),
+            pa.concat_tables(self.failed),
+            pa.concat_tables(self.mismatches),
+        )
+
+
 def ingest_chunk(
     chunk_uri: str,
     staging_dir: str,
@@ -240,17 +276,21 @@ def ingest_chunk(
         return ChunkResult.from_json(storage.read_bytes(marker))
 
     refs = storage.read_parquet(chunk_uri)
-    fetched = fetch_objects(refs, source_root=source_root, concurrency=fetch_concurrency)
     lines: dict[tuple[str, str], list[bytes]] = defaultdict(list)
-    with paused_gc():
-        parsed = parse_items(fetched.bodies, fetched.keys)
-        cells = fan_out(parsed.geometries, resolution)
-        years = year_labels(parsed.table).to_pylist()
-        for item, item_cells, year in zip(parsed.items, cells, years, strict=True):
-            properties = item.get("properties") or {}
-            for cell in item_cells:
-                row = {**item, "properties": {**properties, "grid_partition": cell}}
-                lines[(cell, year)].append(orjson.dumps(row))
+    got = _ChunkOutcomes()
+    for fetched in fetch_ahead(
+        refs, rows=FETCH_SLICE_ROWS, source_root=source_root, concurrency=fetch_concurrency
+    ):
+        with paused_gc():
+            parsed = parse_items(fetched.bodies, fetched.keys)
+            cells = fan_out(parsed.geometries, resolution)
+            years = year_labels(parsed.table).to_pylist()
+            for item, item_cells, year in zip(parsed.items, cells, years, strict=True):
+                properties = item.get("properties") or {}
+                for cell in item_cells:
+                    row = {**item, "properties": {**properties, "grid_partition": cell}}
+                    lines[(cell, year)].append(orjson.dumps(row))
+        got.add(fetched, parsed)
 
     def write(entry: tuple[tuple[str, str], list[bytes]]) -> None:
         (cell, year), rows = entry
@@ -260,34 +300,35 @@ def ingest_chunk(
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(write, lines.items()))
 
-    outcomes = outcome_table(parsed.rejects, fetched.missing, pa.table({"key": [], "error": []}))
+    missing, failed, mismatched = got.tables()
+    outcomes = outcome_table(got.rejects, missing, pa.table({"key": [], "error": []}))
     if outcomes.num_rows:
         storage.write_parquet(outcomes, layout.rejects_file(staging_dir, number))
-    if fetched.failed.num_rows:
-        storage.write_parquet(fetched.failed, layout.pending_chunk(staging_dir, number))
+    if failed.num_rows:
+        storage.write_parquet(failed, layout.pending_chunk(staging_dir, number))
     else:
         storage.delete(layout.pending_chunk(staging_dir, number))
-    if parsed.mismatches.num_rows:
-        storage.write_parquet(parsed.mismatches, layout.aliases_file(staging_dir, number))
+    if mismatched.num_rows:
+        storage.write_parquet(mismatched, layout.aliases_file(staging_dir, number))
     else:
         storage.delete(layout.aliases_file(staging_dir, number))
 
     result = ChunkResult(
         chunk=chunk_uri,
         rows=refs.num_rows,
-        fetched=len(fetched.bodies),
-        missing=fetched.missing.num_rows,
-        failed=fetched.failed.num_rows,
-        rejected=len(parsed.rejects),
-        items=parsed.table.num_rows,
+        fetched=got.fetched,
+        missing=missing.num_rows,
+        failed=failed.num_rows,
+        rejected=len(got.rejects),
+        items=got.items,
         rows_out=sum(len(v) for v in lines.values()),
         buckets=sorted((cell, year, len(rows)) for (cell, year), rows in lines.items()),
-        aliased=parsed.mismatches.num_rows,
-        bbox_fixed=len(parsed.fixes),
+        aliased=mismatched.num_rows,
+        bbox_fixed=got.fixed,
         example_missing=layout.source_object(
-            fetched.missing["bucket"][0].as_py(), fetched.missing["key"][0].as_py(), source_root
+            missing["bucket"][0].as_py(), missing["key"][0].as_py(), source_root
         )
-        if fetched.missing.num_rows
+        if missing.num_rows
         else None,
     )
     storage.write_bytes(marker, result.to_json())
@@ -338,9 +379,10 @@ class BucketResult:
 
 #: Phase 3 task size: at most this many buckets per task, and (where the staged row
 #: counts are known) about this many rows. A daily bucket holds ~12 rows, and its own
-#: task paid the parse's and the task's fixed costs (~10 ms) for each of them.
-GROUP_BUCKETS = 64
-GROUP_ROWS = 20_000
+#: task paid the parse's and the task's fixed costs (~10 ms) for each of them; a small
+#: day fits one task, which ``auto`` runs in the step's own process (no pool to start).
+GROUP_BUCKETS = 256
+GROUP_ROWS = 5_000
 #: Staged NDJSON read and parsed at once within a task: whole buckets up to this many
 #: bytes (a larger bucket is read alone, this many files' worth at a time).
 READ_BYTES = 64 * 2**20
@@ -428,10 +470,12 @@ def compact_buckets(
         keep_ids=keep_ids,
     )
     sources = _staged_sources(staging_dir, todo)
-    with ThreadPoolExecutor(max_workers=max(1, writers)) as pool:
+    with contextlib.ExitStack() as stack:
+        mapper: Callable[..., Iterable[BucketResult]] = map
+        if writers > 1:
+            mapper = stack.enter_context(ThreadPoolExecutor(max_workers=writers)).map
         for batch in _read_batches(todo, sources):
-            staged = _staged_rows(batch, sources)
-            for result in pool.map(lambda job: write(*job), staged):
+            for result in mapper(lambda job: write(*job), _staged_rows(batch, sources)):
                 results[(result.cell, result.year)] = result
     return [results[(cell, year)] for cell, year in buckets]
 

@@ -8,7 +8,12 @@ from pathlib import Path
 import pyarrow as pa
 
 from earthcatalog_dagster.core import storage
-from earthcatalog_dagster.core.fetch import FAILED_SCHEMA, MISSING_SCHEMA, fetch_objects
+from earthcatalog_dagster.core.fetch import (
+    FAILED_SCHEMA,
+    MISSING_SCHEMA,
+    fetch_ahead,
+    fetch_objects,
+)
 from earthcatalog_dagster.core.storage import RetryPolicy
 from earthcatalog_dagster_tests.core.fault_proxy import TRANSIENT, fault_proxy
 from earthcatalog_dagster_tests.core.moto_s3 import boto_client, moto_endpoint, use_endpoint
@@ -47,6 +52,23 @@ def test_fetch_present_absent_and_failed(tmp_path: Path) -> None:
     assert result.failed.column("error")[0].as_py()
     assert result.ok + result.missing.num_rows + result.failed.num_rows == refs.num_rows
     assert result.total == refs.num_rows
+
+
+def test_fetch_ahead_gives_the_slices_in_order(tmp_path: Path) -> None:
+    root = tmp_path / "source"
+    keys = [f"k/item_{i:03d}.stac.json" for i in range(23)]
+    for key in keys[:20]:  # the last three are missing
+        path = root / BUCKET / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(key.encode())
+
+    slices = list(fetch_ahead(_refs(keys), rows=5, source_root=str(root), concurrency=4))
+
+    assert [s.total for s in slices] == [5, 5, 5, 5, 3]
+    assert [k for s in slices for k in s.keys] == keys[:20]
+    assert [b for s in slices for b in s.bodies] == [k.encode() for k in keys[:20]]
+    assert [k for s in slices for k in s.missing.column("key").to_pylist()] == keys[20:]
+    assert len(list(fetch_ahead(_refs([]), rows=5, source_root=str(root)))) == 1  # empty
 
 
 def test_fetch_record_batch_and_empty(tmp_path: Path) -> None:

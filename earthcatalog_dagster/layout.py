@@ -128,6 +128,12 @@ def warehouse_ids(staging_dir: str) -> str:
     return join(staging_dir, "warehouse_ids.parquet")
 
 
+def warehouse_footers(staging_dir: str) -> str:
+    """The size and Parquet footer of each file a partition's ``warehouse_parquets``
+    wrote: ``iceberg_table`` registers them without reading the files back."""
+    return join(staging_dir, "warehouse_footers.parquet")
+
+
 def run_complete(staging_dir: str) -> str:
     """Written by a bulk run's Phase 4: the run is done, a plain rerun is a no-op."""
     return join(staging_dir, "_complete.json")

@@ -10,6 +10,7 @@ and the ``stac-geoparquet`` metadata (version and collections).
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,6 +149,26 @@ class WrittenFile:
     uri: str
     size: int
     footer: pq.FileMetaData
+
+
+def footer_bytes(footer: pq.FileMetaData) -> bytes:
+    """A footer as compact bytes (~10 KB; a parsed footer holds ~100 KB of memory), for
+    handing it to registration later or in another process: :func:`footer_from_bytes`.
+
+    These are pyarrow's pickle of a ``FileMetaData`` — its Thrift bytes — which
+    :func:`footer_from_bytes` parses in ~0.3 ms, where reading a footer back from its
+    file costs ~1 ms locally and a round trip on S3. Only bytes this function wrote
+    are to be read back.
+    """
+    return pickle.dumps(footer)
+
+
+def footer_from_bytes(data: bytes) -> pq.FileMetaData:
+    """The footer :func:`footer_bytes` serialized."""
+    footer = pickle.loads(data)
+    if not isinstance(footer, pq.FileMetaData):
+        raise TypeError(f"not a serialized Parquet footer: {type(footer).__name__}")
+    return footer
 
 
 def write_geoparquet(table: pa.Table, uri: str, *, presorted: bool = False) -> WrittenFile:

@@ -68,6 +68,7 @@ from earthcatalog_dagster.pipeline.commit import (
 )
 from earthcatalog_dagster.pipeline.compute import release_pool, writer_threads
 from earthcatalog_dagster.pipeline.delta import DeltaSourceNotFound, daily_delta
+from earthcatalog_dagster.pipeline.handover import read_footers, write_footers
 from earthcatalog_dagster.pipeline.hash_sync import merge_staged_aliases, read_staged_aliases
 from earthcatalog_dagster.pipeline.outcomes import (
     MISMATCH_EXAMPLES,
@@ -468,6 +469,7 @@ def warehouse_parquets(
     # by an earlier attempt are read back); the ids are also kept for the next two steps.
     new = checks.NewRows.from_results(results)
     checks.write_new_ids(staging, new)
+    write_footers(staging, [w for r in results for w, _ in r.handed_over()])
     yield Output(
         WarehouseDescriptor(files=files, rows=rows, resolution=ndjson_items.resolution),
         metadata={
@@ -517,11 +519,20 @@ def iceberg_table(
         # The files were fanned out at this resolution: that is what gets registered.
         options = options.with_values(h3_resolution=warehouse_parquets.resolution)
     plan = _plan(cfg, options)
-    # The ids warehouse_parquets recorded: the overlap check reads no file for them.
-    known_ids = checks.read_new_ids(_staging(roots, context), warehouse_parquets.files)
+    # The ids and footers warehouse_parquets recorded: registration reads no file for them.
+    staging = _staging(roots, context)
+    known_ids = checks.read_new_ids(staging, warehouse_parquets.files)
+    footers = read_footers(staging, warehouse_parquets.files)
     try:
         with session_for(cfg, options, _owner(context)) as session:
-            _, result = register(session, cfg, plan, warehouse_parquets.files, known_ids=known_ids)
+            _, result = register(
+                session,
+                cfg,
+                plan,
+                warehouse_parquets.files,
+                footers=footers,
+                known_ids=known_ids,
+            )
     except ResolutionError as exc:
         raise Failure(description=str(exc)) from None
     return Output(
@@ -595,6 +606,7 @@ def hash_index(
     storage.move(layout.delta_pending(cfg.delta_prefix, date), done)
     cleaned = phases.clear_markers(staging)
     storage.delete(layout.warehouse_ids(staging))
+    storage.delete(layout.warehouse_footers(staging))
     yield Output(
         HashIndexDescriptor(
             hashes_before=synced.before if synced else None,

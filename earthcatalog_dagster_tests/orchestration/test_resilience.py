@@ -176,14 +176,14 @@ def test_killed_inside_warehouse_parquets_leaves_no_orphans(home) -> None:
     table = load_table(home)
     assert table is None or not iceberg.registered_files(table)
     done = storage.list_objects(layout.join(staging, "compacted"))
-    assert len(done) == 3
+    assert len(done) >= 3  # a second writer thread may have finished one more bucket
 
     result = _run(home.home, DAY_1.isoformat())
     _converged(home, result, day)
     # The files of the killed run are the ones registered now, not copies beside them.
     assert left <= warehouse_files(home)
     warehouse = metadata(result, "warehouse_parquets")
-    assert warehouse["buckets skipped (already done)"] == 3
+    assert warehouse["buckets skipped (already done)"] == len(done)
     assert len(load_table(home).snapshots()) == 1
 
 

@@ -405,32 +405,9 @@ def bucket_groups(
         if not groups or len(groups[-1]) >= max_buckets or (held and held + size > max_rows):
             groups.append([])
             held = 0
-        groups[-1].append(tuple(bucket))  # type: ignore[arg-type]
+        groups[-1].append((bucket[0], bucket[1]))
         held += size
     return groups
-
-
-def compact_bucket(
-    staging_dir: str,
-    cell: str,
-    year: str,
-    *,
-    warehouse: str,
-    token: str,
-    registered: frozenset[str] | set[str] = frozenset(),
-    compact_rows: int = 200_000,
-    keep_ids: bool = False,
-) -> BucketResult:
-    """Phase 3 for one bucket: :func:`compact_buckets` of ``[(cell, year)]``."""
-    return compact_buckets(
-        staging_dir,
-        [(cell, year)],
-        warehouse=warehouse,
-        token=token,
-        registered=registered,
-        compact_rows=compact_rows,
-        keep_ids=keep_ids,
-    )[0]
 
 
 def compact_buckets(

@@ -80,11 +80,9 @@ def test_phase_2_stages_aliases_and_rejects_never_reach_the_warehouse(tmp_path) 
     assert again.skipped and again.aliased == 1
 
     # Phase 3: the rejected item is in no warehouse file; each good item once per cell.
-    files = [
-        f
-        for cell, year, _rows in result.buckets
-        for f in phases.compact_bucket(staging, cell, year, warehouse=warehouse, token="t").files
-    ]
+    buckets = [(cell, year) for cell, year, _rows in result.buckets]
+    compacted = phases.compact_buckets(staging, buckets, warehouse=warehouse, token="t")
+    files = [f for bucket in compacted for f in bucket.files]
     ids = _warehouse_ids(files)
     cells = {cell for cell, _year, _rows in result.buckets}  # "a" and "b" share a footprint
     assert files and ids == sorted(["a", "b"] * len(cells))

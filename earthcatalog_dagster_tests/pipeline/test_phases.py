@@ -85,8 +85,8 @@ def test_a_group_writes_exactly_what_one_bucket_per_task_writes(
             layout.ndjson_dir(staging + "_alone") + relative, storage.read_bytes(info.uri)
         )
     alone = [
-        phases.compact_bucket(staging + "_alone", cell, year, warehouse=alone_root, token="t")
-        for cell, year in buckets
+        phases.compact_buckets(staging + "_alone", [bucket], warehouse=alone_root, token="t")[0]
+        for bucket in buckets
     ]
     if small_reads:  # every file its own read and parse: batches split inside the group
         monkeypatch.setattr(phases, "READ_BYTES", 1)

@@ -9,6 +9,7 @@ without a ``datetime`` goes to year ``__none__`` (its ``datetime`` stays null, s
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -37,13 +38,37 @@ def year_labels(table: pa.Table) -> pa.Array:
     return pc.fill_null(years, NO_YEAR).combine_chunks()
 
 
-def split_buckets(table: pa.Table) -> Iterator[tuple[BucketKey, pa.Table]]:
-    """The rows of each (cell, year) bucket in key order, each in warehouse row order.
+#: The columns :func:`bucket_order` reads: the bucket (cell, year of ``datetime``) and the
+#: warehouse row order within it (``platform``, ``datetime``, ``id``).
+KEY_COLUMNS = ("grid_partition", "platform", "datetime", "id")
 
-    One sort and one ``take`` for the whole table; buckets are zero-copy slices of it.
+
+@dataclass(frozen=True)
+class BucketOrder:
+    """Rows in warehouse order, cut into (cell, year) buckets, in key order.
+
+    ``indices[starts[i]:ends[i]]`` are the row positions of bucket ``keys[i]``, in
+    warehouse order. Rows equal on every key keep their input order (the sort is stable).
+    """
+
+    indices: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    keys: list[BucketKey]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def bucket_order(table: pa.Table) -> BucketOrder:
+    """Where each row of ``table`` goes: its bucket and its place in warehouse order.
+
+    Reads only :data:`KEY_COLUMNS`, so it can be computed from those columns alone (kept
+    apart from the rows, which can then be gathered a few buckets at a time).
     """
     if table.num_rows == 0:
-        return
+        empty = np.zeros(0, dtype=np.int64)
+        return BucketOrder(empty, empty, empty, [])
     years = year_labels(table)
     keys = pa.table(
         {
@@ -55,19 +80,31 @@ def split_buckets(table: pa.Table) -> Iterator[tuple[BucketKey, pa.Table]]:
         }
     )
     indices = pc.sort_indices(keys, sort_keys=[(name, "ascending") for name in keys.column_names])
-    rows = table.take(indices)
-    cells = rows["grid_partition"].combine_chunks()
+    cells = table["grid_partition"].take(indices).combine_chunks()
     sorted_years = years.take(indices)
-    change = np.zeros(rows.num_rows, dtype=bool)
+    change = np.zeros(table.num_rows, dtype=bool)
     change[0] = True
     change[1:] = ~(
         pc.equal(cells[1:], cells[:-1]).to_numpy(zero_copy_only=False)
         & pc.equal(sorted_years[1:], sorted_years[:-1]).to_numpy(zero_copy_only=False)
     )
     starts = np.flatnonzero(change)
-    ends = np.append(starts[1:], rows.num_rows)
-    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-        key = (cells[start].as_py(), sorted_years[start].as_py())
+    ends = np.append(starts[1:], table.num_rows)
+    first = pa.array(starts)
+    keys_of = zip(cells.take(first).to_pylist(), sorted_years.take(first).to_pylist(), strict=True)
+    return BucketOrder(indices.to_numpy().astype(np.int64), starts, ends, list(keys_of))
+
+
+def split_buckets(table: pa.Table) -> Iterator[tuple[BucketKey, pa.Table]]:
+    """The rows of each (cell, year) bucket in key order, each in warehouse row order.
+
+    One sort and one ``take`` for the whole table; buckets are zero-copy slices of it.
+    """
+    if table.num_rows == 0:
+        return
+    order = bucket_order(table)
+    rows = table.take(pa.array(order.indices))
+    for key, start, end in zip(order.keys, order.starts.tolist(), order.ends.tolist(), strict=True):
         yield key, rows.slice(start, end - start)
 
 

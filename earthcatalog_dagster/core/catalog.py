@@ -61,7 +61,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from earthcatalog_dagster import layout
 from earthcatalog_dagster.core import geoparquet, storage
-from earthcatalog_dagster.core.geoparquet import WrittenFile
+from earthcatalog_dagster.core.geoparquet import KnownFile
 from earthcatalog_dagster.core.remote_catalog import check_catalog_file
 from earthcatalog_dagster.core.schema import (
     GRID_RESOLUTION_PROPERTY,
@@ -284,7 +284,7 @@ def files_of_runs(table: Table, tokens: Iterable[str]) -> set[str]:
 
 
 def register_files(
-    table: Table, uris: Iterable[str], *, footers: Mapping[str, WrittenFile] | None = None
+    table: Table, uris: Iterable[str], *, footers: Mapping[str, KnownFile] | None = None
 ) -> Registration:
     """Add warehouse files to the table in one snapshot, skipping those already in it.
 
@@ -320,7 +320,7 @@ def register_files(
 
 
 def data_files(
-    table: Table, uris: Iterable[str], *, footers: Mapping[str, WrittenFile] | None = None
+    table: Table, uris: Iterable[str], *, footers: Mapping[str, KnownFile] | None = None
 ) -> list[DataFile]:
     """Iceberg ``DataFile`` entries for ``uris``, built exactly as :func:`register_files`
     builds them (statistics plan, partition from column statistics), for commits other
@@ -328,7 +328,7 @@ def data_files(
     return _data_files(table, list(uris), footers or {})
 
 
-def _data_files(table: Table, uris: list[str], known: Mapping[str, WrittenFile]) -> list[DataFile]:
+def _data_files(table: Table, uris: list[str], known: Mapping[str, KnownFile]) -> list[DataFile]:
     metadata = table.metadata
     schema = metadata.schema()
     stats_plan = compute_statistics_plan(schema, metadata.properties)
@@ -355,8 +355,11 @@ def _data_files(table: Table, uris: list[str], known: Mapping[str, WrittenFile])
         plans.append((parquet_schema, plan))
         return plan
 
+    footers: Iterable[tuple[pq.FileMetaData, int]]
     if all(uri in known for uri in uris):  # nothing to read: no pool
-        footers = [(known[uri].footer, known[uri].size) for uri in uris]
+        # One at a time: a parsed footer takes ~100 KB, and a writer may hand them over
+        # serialized, to be parsed here (``ingest()`` does, for thousands of files).
+        footers = ((known[uri].footer, known[uri].size) for uri in uris)
     else:
         with ThreadPoolExecutor(max_workers=16) as pool:
             footers = list(pool.map(footer, uris))

@@ -171,6 +171,30 @@ def footer_from_bytes(data: bytes) -> pq.FileMetaData:
     return footer
 
 
+@dataclass(frozen=True)
+class HeldFile:
+    """A written file held until registration: its URI, size and serialized footer
+    (:func:`footer_bytes`, ~10 KB where a parsed footer takes ~100 KB of memory: at
+    100,000 items, 4,114 files hold 43 MB instead of 450). Registration parses the footer
+    when it comes to the file."""
+
+    uri: str
+    size: int
+    serialized: bytes
+
+    @classmethod
+    def of(cls, written: WrittenFile) -> HeldFile:
+        return cls(written.uri, written.size, footer_bytes(written.footer))
+
+    @property
+    def footer(self) -> pq.FileMetaData:
+        return footer_from_bytes(self.serialized)
+
+
+#: What registration takes for a file it need not read back.
+KnownFile = WrittenFile | HeldFile
+
+
 def write_geoparquet(table: pa.Table, uri: str, *, presorted: bool = False) -> WrittenFile:
     """Write one warehouse file; its footer comes back so registration need not reread it."""
     data, footer = _encode(table, presorted)

@@ -29,7 +29,7 @@ from pyiceberg.table import Table
 
 from earthcatalog_dagster.config import Settings
 from earthcatalog_dagster.core import catalog as iceberg
-from earthcatalog_dagster.core.geoparquet import WrittenFile
+from earthcatalog_dagster.core.geoparquet import KnownFile
 from earthcatalog_dagster.core.hash_index import (
     HashIndex,
     load_aliases,
@@ -133,7 +133,7 @@ def register(
     plan: TablePlan,
     files: Sequence[str],
     *,
-    footers: Mapping[str, WrittenFile] | None = None,
+    footers: Mapping[str, KnownFile] | None = None,
     known_ids: Mapping[str, pa.Array] | None = None,
 ) -> tuple[Table | None, CommitResult]:
     """Register ``files`` in one snapshot, inside an open catalog session.
@@ -223,7 +223,7 @@ def commit(
     files: Sequence[str],
     *,
     owner: str,
-    footers: Mapping[str, WrittenFile] | None = None,
+    footers: Mapping[str, KnownFile] | None = None,
     known_ids: Mapping[str, pa.Array] | None = None,
     aliases: pa.Array | None = None,
 ) -> CommitResult:

@@ -11,21 +11,21 @@ import pyarrow.compute as pc
 
 from earthcatalog_dagster import layout
 from earthcatalog_dagster.core import storage
-from earthcatalog_dagster.core.geoparquet import WrittenFile, footer_bytes, footer_from_bytes
+from earthcatalog_dagster.core.geoparquet import HeldFile
 
 FOOTERS_SCHEMA = pa.schema(
     [("file", pa.string()), ("size", pa.int64()), ("footer", pa.large_binary())]
 )
 
 
-def write_footers(staging: str, written: Iterable[WrittenFile]) -> str:
+def write_footers(staging: str, written: Iterable[HeldFile]) -> str:
     """Record ``written`` (replacing an earlier record of the partition); returns the URI."""
     files = list(written)
     table = pa.table(
         {
             "file": [w.uri for w in files],
             "size": [w.size for w in files],
-            "footer": [footer_bytes(w.footer) for w in files],
+            "footer": [w.serialized for w in files],
         },
         schema=FOOTERS_SCHEMA,
     )
@@ -34,9 +34,9 @@ def write_footers(staging: str, written: Iterable[WrittenFile]) -> str:
     return uri
 
 
-def read_footers(staging: str, files: Iterable[str]) -> dict[str, WrittenFile]:
-    """The recorded footers of ``files`` (those not recorded, or no record: left out, for
-    registration to read from the files)."""
+def read_footers(staging: str, files: Iterable[str]) -> dict[str, HeldFile]:
+    """The recorded footers of ``files``, still serialized (those not recorded, or no
+    record: left out, for registration to read from the files)."""
     uri = layout.warehouse_footers(staging)
     wanted = sorted(set(files))
     if not wanted or not storage.exists(uri):
@@ -44,6 +44,5 @@ def read_footers(staging: str, files: Iterable[str]) -> dict[str, WrittenFile]:
     table = storage.read_parquet(uri)
     table = table.filter(pc.is_in(table["file"], value_set=pa.array(wanted, pa.string())))
     return {
-        row["file"]: WrittenFile(row["file"], row["size"], footer_from_bytes(row["footer"]))
-        for row in table.to_pylist()
+        row["file"]: HeldFile(row["file"], row["size"], row["footer"]) for row in table.to_pylist()
     }

@@ -1,20 +1,23 @@
 """``ingest()``: the single-node path for daily deltas.
 
 Inventory rows stream in bounded batches; ids already in the hash index are dropped
-(vectorized anti-join); the rest are fetched concurrently, parsed, fanned out to H3 cells
-and held per (cell, year) bucket; then every bucket is written as GeoParquet under
-deterministic names and published through the one commit path (:mod:`.commit`).
-No intermediate files: the staging root only receives the record of rejected, missing
-and failed objects.
+(vectorized anti-join); the rest are fetched concurrently, parsed and fanned out to H3
+cells, and their rows spilled to a local temporary folder (:mod:`.staging`), the head
+keeping only their bucket keys. Then every (cell, year) bucket is written as GeoParquet
+under deterministic names, a group of buckets at a time (:data:`WRITE_GROUP_ROWS`), and
+published through the one commit path (:mod:`.commit`). The staging root only receives
+the record of rejected, missing and failed objects.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import tempfile
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,15 +28,10 @@ from earthcatalog_dagster import layout
 from earthcatalog_dagster.config import WRITTEN_ROOTS, Settings
 from earthcatalog_dagster.core import catalog as iceberg
 from earthcatalog_dagster.core import storage
-from earthcatalog_dagster.core.buckets import (
-    BucketKey,
-    dedupe_latest,
-    split_buckets,
-)
-from earthcatalog_dagster.core.geoparquet import WrittenFile, write_geoparquet
+from earthcatalog_dagster.core.buckets import BucketOrder, bucket_order, dedupe_latest
+from earthcatalog_dagster.core.geoparquet import HeldFile, write_geoparquet
 from earthcatalog_dagster.core.hash_index import HashIndex, hash_ids
 from earthcatalog_dagster.core.inventory import ids_of_keys, iter_inventory
-from earthcatalog_dagster.core.schema import WAREHOUSE_SCHEMA
 from earthcatalog_dagster.options import DEFAULTS, IngestOptions
 from earthcatalog_dagster.pipeline import commit as committer
 from earthcatalog_dagster.pipeline import compute
@@ -43,13 +41,21 @@ from earthcatalog_dagster.pipeline.outcomes import (
     check_missing,
     describe_mismatches,
 )
-from earthcatalog_dagster.pipeline.staging import StagedBatch, Stager, stage_batch
+from earthcatalog_dagster.pipeline.staging import (
+    StagedBatch,
+    StagedRows,
+    Stager,
+    release_unused_memory,
+    stage_batch,
+)
 
 log = logging.getLogger(__name__)
 
 OWNER = "earthcatalog-dagster ingest()"
-#: Concurrent writers of warehouse files on S3 (each encodes, then waits on its PUT).
-S3_WRITERS = 16
+#: Rows gathered from the spill files and written at a time: whole buckets, in key order,
+#: until a group holds at least this many (a larger bucket is a group of its own). What
+#: the head holds of the rows while writing is a few copies of one group (~2.4 KB a row).
+WRITE_GROUP_ROWS = 8_192
 
 
 @dataclass
@@ -107,7 +113,7 @@ class IngestSummary:
 
 @dataclass(frozen=True)
 class WrittenBucketFile:
-    file: WrittenFile
+    file: HeldFile
     ids: pa.Array
 
 
@@ -176,18 +182,23 @@ def ingest(
 
     with _Timer(summary, "hash_index"):
         index = committer.ingested_keys(table, cfg) if plan.skips_indexed else HashIndex.empty()
-    exploded, outcomes, mismatches, example_missing = _stage_inventory(
-        inventory, cfg, opts, plan, index, summary
-    )
-    check_missing(
-        fetched=summary.fetched,
-        missing=summary.missing,
-        max_fraction=opts.max_missing_fraction,
-        source_root=cfg.source_root,
-        example_key=example_missing,
-    )
-    with _Timer(summary, "write"):
-        written = _write_buckets(exploded, cfg.warehouse, token, table, opts.compact_rows, summary)
+    # The staged rows, one Arrow IPC file per batch, live until the files are written.
+    with tempfile.TemporaryDirectory(prefix="earthcatalog-ingest-") as spill_dir:
+        staged, outcomes, mismatches, example_missing = _stage_inventory(
+            inventory, cfg, opts, plan, index, summary, spill_dir
+        )
+        check_missing(
+            fetched=summary.fetched,
+            missing=summary.missing,
+            max_fraction=opts.max_missing_fraction,
+            source_root=cfg.source_root,
+            example_key=example_missing,
+        )
+        release_unused_memory()  # what staging freed, before the write phase adds its own
+        with _Timer(summary, "write"):
+            written = _write_buckets(
+                staged, cfg.warehouse, token, table, opts.compact_rows, summary
+            )
     with _Timer(summary, "register"):
         result = committer.commit(
             cfg,
@@ -216,24 +227,26 @@ def _stage_inventory(
     plan: committer.TablePlan,
     index: HashIndex,
     summary: IngestSummary,
-) -> tuple[list[pa.Table], list[pa.Table], list[pa.Table], str | None]:
-    """Fetch, parse and fan out every new row of the inventory, batch by batch: the rows,
-    the outcomes of bad objects, the items whose id differs from their key, and where
-    one missing object was looked for."""
-    exploded: list[pa.Table] = []
+    spill_dir: str,
+) -> tuple[StagedRows, list[pa.Table], list[pa.Table], str | None]:
+    """Fetch, parse and fan out every new row of the inventory, batch by batch: the rows
+    (spilled to ``spill_dir``), the outcomes of bad objects, the items whose id differs
+    from their key, and where one missing object was looked for."""
+    rows = StagedRows()
     outcomes: list[pa.Table] = []
     mismatches: list[pa.Table] = []
     example_missing: list[str] = []
     seen_keys: set[str] = set()  # keys only, bounded by one inventory; guards repeated rows
     stage = functools.partial(
         stage_batch,
+        spill_dir=spill_dir,
         source_root=cfg.source_root,
         resolution=plan.resolution,
         fetch_concurrency=opts.fetch_concurrency,
     )
 
     def collect(staged: StagedBatch) -> None:
-        _collect(staged, exploded, outcomes, summary)
+        _collect(staged, rows, outcomes, summary)
         if staged.mismatches.num_rows:
             mismatches.append(staged.mismatches)
             summary.id_mismatches += staged.mismatches.num_rows
@@ -256,7 +269,7 @@ def _stage_inventory(
                     collect(staged)
         for staged in stager.drain():
             collect(staged)
-    return exploded, outcomes, mismatches, example_missing[0] if example_missing else None
+    return rows, outcomes, mismatches, example_missing[0] if example_missing else None
 
 
 def run_token(inventory: str, since: object, limit: int | None) -> str:
@@ -295,7 +308,7 @@ def _drop_repeated_keys(batch: pa.Table, seen: set[str], summary: IngestSummary)
 
 def _collect(
     staged: StagedBatch,
-    exploded: list[pa.Table],
+    rows: StagedRows,
     outcomes: list[pa.Table],
     summary: IngestSummary,
 ) -> None:
@@ -307,58 +320,91 @@ def _collect(
     summary.bboxes_recomputed += staged.bboxes_recomputed
     for stage, seconds in staged.seconds.items():
         summary.seconds[stage] = summary.seconds.get(stage, 0.0) + seconds
-    exploded.append(staged.exploded)
+    rows.add(staged.spill, staged.keys)
     outcomes.append(staged.outcomes)
 
 
 def _write_buckets(
-    exploded: list[pa.Table],
+    staged: StagedRows,
     warehouse: str,
     token: str,
     table: Any,
     compact_rows: int,
     summary: IngestSummary,
+    group_rows: int | None = None,
 ) -> list[WrittenBucketFile]:
-    """Write every (cell, year) bucket; returns each written file with its ids."""
-    registered = iceberg.files_of_runs(table, [token]) if table is not None else set()
-    rows = pa.concat_tables(exploded).cast(WAREHOUSE_SCHEMA) if exploded else None
-    jobs: list[tuple[str, pa.Table]] = []
-    keys: list[BucketKey] = []
-    buckets: list[tuple[str, list[tuple[str, pa.Table]]]] = []
-    for (cell, year), bucket in split_buckets(rows) if rows is not None else ():
-        bucket = dedupe_latest(bucket)
-        keys.append((cell, year))
-        sequence = _first_free_sequence(warehouse, cell, year, token, registered)
-        parts = []
-        for offset in range(0, bucket.num_rows, compact_rows):
-            uri = layout.warehouse_file(warehouse, cell, year, token, sequence)
-            parts.append((uri, bucket.slice(offset, compact_rows)))
-            sequence += 1
-        jobs += parts
-        buckets.append((layout.partition_dir(warehouse, cell, year), parts))
-        summary.rows_written += bucket.num_rows
+    """Write every (cell, year) bucket; returns each written file with its ids, in bucket
+    key order.
 
-    def write_bucket(directory: str, parts: list[tuple[str, pa.Table]]) -> list[WrittenFile]:
+    The order of every row comes from the bucket keys alone; the rows themselves are
+    gathered from the spill files a group of whole buckets at a time (at least
+    ``group_rows`` rows, default :data:`WRITE_GROUP_ROWS`). The writers work through one
+    group while the next is gathered; a group is let go once written, so at most two
+    are held.
+    """
+    registered = iceberg.files_of_runs(table, [token]) if table is not None else set()
+    order = bucket_order(staged.key_table())
+
+    def write_bucket(directory: str, parts: list[tuple[str, pa.Table]]) -> list[WrittenBucketFile]:
         # What a killed earlier attempt of this run left half-written in the bucket: removed
         # before this bucket's files are written, in the writer thread (a directory walk
         # per bucket was a tenth of the write phase when done up front, one at a time).
         storage.remove_debris(directory, min_age=0, name_prefix=f"part_{token}_")
-        return [write_geoparquet(part, uri, presorted=True) for uri, part in parts]
+        return [
+            WrittenBucketFile(
+                HeldFile.of(write_geoparquet(part, uri, presorted=True)),
+                part["id"].combine_chunks(),
+            )
+            for uri, part in parts
+        ]
 
-    # Encoding releases the GIL: one writer per CPU is fastest on local disk (measured: 2
-    # threads 1.7–2.3 ms per file on 2 cores, 4 threads 2.5 ms); on S3 a writer mostly
-    # waits for its PUT, so more of them overlap the round trips.
-    writers = compute.cpu_count() if storage.is_local(warehouse) else S3_WRITERS
+    # The head writes alone: one writer per CPU locally, enough to overlap PUTs on S3.
+    writers = compute.writer_threads(warehouse, "synchronous", tasks=1)
+    written: list[WrittenBucketFile] = []
+    inflight: deque[list[Future[list[WrittenBucketFile]]]] = deque()
     with ThreadPoolExecutor(max_workers=writers, thread_name_prefix="write") as pool:
-        written = [w for files in pool.map(lambda b: write_bucket(*b), buckets) for w in files]
-    summary.files_written = len(jobs)
-    summary.bytes_written = sum(w.size for w in written)
-    summary.cells = len({cell for cell, _ in keys})
-    summary.years = sorted({year for _, year in keys})
-    return [
-        WrittenBucketFile(w, part["id"].combine_chunks())
-        for w, (_, part) in zip(written, jobs, strict=True)
-    ]
+        for first, last in _groups(order, group_rows or WRITE_GROUP_ROWS):
+            offset = int(order.starts[first])
+            rows = staged.gather(order.indices[offset : order.ends[last - 1]])
+            futures = []
+            for number in range(first, last):
+                cell, year = order.keys[number]
+                start, end = int(order.starts[number]), int(order.ends[number])
+                bucket = dedupe_latest(rows.slice(start - offset, end - start))
+                sequence = _first_free_sequence(warehouse, cell, year, token, registered)
+                parts = []
+                for part_start in range(0, bucket.num_rows, compact_rows):
+                    uri = layout.warehouse_file(warehouse, cell, year, token, sequence)
+                    parts.append((uri, bucket.slice(part_start, compact_rows)))
+                    sequence += 1
+                directory = layout.partition_dir(warehouse, cell, year)
+                futures.append(pool.submit(write_bucket, directory, parts))
+                summary.rows_written += bucket.num_rows
+            del rows, bucket, parts  # the queued writes hold the group until written
+            inflight.append(futures)
+            while len(inflight) > 1:  # the previous group, written while this one gathered
+                written += [w for future in inflight.popleft() for w in future.result()]
+        while inflight:
+            written += [w for future in inflight.popleft() for w in future.result()]
+    summary.files_written = len(written)
+    summary.bytes_written = sum(w.file.size for w in written)
+    summary.cells = len({cell for cell, _ in order.keys})
+    summary.years = sorted({year for _, year in order.keys})
+    return written
+
+
+def _groups(order: BucketOrder, rows: int) -> Sequence[tuple[int, int]]:
+    """Consecutive runs ``[first, last)`` of the buckets of ``order``, each of whole buckets
+    and at least ``rows`` rows (but the last)."""
+    groups = []
+    first = 0
+    for number in range(len(order)):
+        if order.ends[number] - order.starts[first] >= rows:
+            groups.append((first, number + 1))
+            first = number + 1
+    if first < len(order):
+        groups.append((first, len(order)))
+    return groups
 
 
 def _first_free_sequence(

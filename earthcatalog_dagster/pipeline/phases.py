@@ -40,7 +40,7 @@ from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.buckets import dedupe_latest, year_labels
 from earthcatalog_dagster.core.fanout import fan_out
 from earthcatalog_dagster.core.fetch import FetchResult, fetch_ahead
-from earthcatalog_dagster.core.geoparquet import WrittenFile, write_geoparquet
+from earthcatalog_dagster.core.geoparquet import HeldFile, write_geoparquet
 from earthcatalog_dagster.core.hash_index import HashIndex, hash_ids
 from earthcatalog_dagster.core.inventory import ids_of_keys, iter_inventory
 from earthcatalog_dagster.core.items import ParsedItems, Reject, parse_decoded, parse_items
@@ -346,7 +346,8 @@ class BucketResult:
     to it (both ``[cell]``/``[year]`` when all is well): the asset checks read them
     instead of reading the files back. ``ids`` and ``written`` (only with
     ``keep_ids=True``, never in the marker) hold each file's ``id`` column and its size and
-    footer, for the checks, the registration and the hash index sync of the same run.
+    serialized footer, for the checks, the registration and the hash index sync of the
+    same run.
     """
 
     cell: str
@@ -359,13 +360,13 @@ class BucketResult:
     file_years: list[list[str]] | None = None
     skipped: bool = False
     ids: list[pa.Array] | None = field(default=None, repr=False, compare=False)
-    written: list[WrittenFile] | None = field(default=None, repr=False, compare=False)
+    written: list[HeldFile] | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> bytes:
         data = {k: v for k, v in self.__dict__.items() if k not in ("skipped", "ids", "written")}
         return json.dumps(data).encode()
 
-    def handed_over(self) -> list[tuple[WrittenFile, pa.Array]]:
+    def handed_over(self) -> list[tuple[HeldFile, pa.Array]]:
         """Each new file with its ids, as ``keep_ids`` kept them (none otherwise)."""
         if self.written is None or self.ids is None:
             return []
@@ -507,7 +508,7 @@ def write_bucket(
             result.file_years.append(sorted(pc.unique(year_labels(part)).to_pylist()))
             if result.ids is not None and result.written is not None:
                 result.ids.append(part["id"].combine_chunks())
-                result.written.append(written)
+                result.written.append(HeldFile.of(written))
             sequence += 1
     storage.write_bytes(layout.bucket_marker(staging_dir, cell, year), result.to_json())
     return result

@@ -6,7 +6,12 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from earthcatalog_dagster.core.buckets import dedupe_latest, explode_to_cells, split_buckets
+from earthcatalog_dagster.core.buckets import (
+    bucket_order,
+    dedupe_latest,
+    explode_to_cells,
+    split_buckets,
+)
 from earthcatalog_dagster.core.items import parse_items
 from earthcatalog_dagster.core.partitioning import cells_for_geometry
 from earthcatalog_dagster.synthetic import make_item
@@ -57,3 +62,57 @@ def test_dedupe_keeps_the_latest_update_and_the_order() -> None:
     kept = deduped.to_pylist()[1]
     assert kept["percent_valid_pixels"] == 99
     assert kept["updated"] == dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+
+
+def _key_rows(rng: np.random.Generator, n: int) -> pa.Table:
+    """Key columns with many exact ties (full-key duplicates), null datetimes and null
+    platforms; ``row`` numbers the rows."""
+    cells = ["81003ffffffffff", "8100bffffffffff", "__none__"]
+    days = [dt.datetime(2019, 12, 31, 23, tzinfo=dt.UTC), dt.datetime(2020, 1, 1, tzinfo=dt.UTC)]
+    return pa.table(
+        {
+            "grid_partition": pa.array([cells[i] for i in rng.integers(0, 3, n)]),
+            "platform": pa.array([[None, "L8", "S1"][i] for i in rng.integers(0, 3, n)]),
+            "datetime": pa.array(
+                [[None, *days][i] for i in rng.integers(0, 3, n)], pa.timestamp("us", tz="UTC")
+            ),
+            "id": pa.array([f"item{i}" for i in rng.integers(0, 4, n)]),
+            "row": pa.array(np.arange(n)),
+        }
+    )
+
+
+def test_bucket_order_is_a_stable_sort_by_bucket_then_warehouse_order() -> None:
+    rows = _key_rows(np.random.default_rng(7), 400)
+    order = bucket_order(rows.drop_columns(["row"]))
+
+    # The oracle: Python's stable sort on (cell, year label, platform, datetime, id), nulls
+    # last within each column; exact ties stay in input order.
+    def key(row: dict) -> tuple:
+        year = str(row["datetime"].year) if row["datetime"] else "__none__"
+        platform, when = row["platform"], row["datetime"]
+        return (
+            row["grid_partition"],
+            year,
+            platform is None,
+            platform or "",
+            when is None,
+            when or dt.datetime.min.replace(tzinfo=dt.UTC),
+            row["id"],
+        )
+
+    expected = [r["row"] for r in sorted(rows.to_pylist(), key=key)]
+    assert order.indices.tolist() == expected
+    got_buckets = [
+        (order.keys[i], order.indices[order.starts[i] : order.ends[i]].tolist())
+        for i in range(len(order))
+    ]
+    expected_buckets: dict[tuple[str, str], list[int]] = {}
+    for r in sorted(rows.to_pylist(), key=key):
+        expected_buckets.setdefault(key(r)[:2], []).append(r["row"])
+    assert got_buckets == list(expected_buckets.items())
+
+
+def test_bucket_order_of_no_rows_is_empty() -> None:
+    order = bucket_order(_key_rows(np.random.default_rng(8), 0))
+    assert len(order) == 0 and order.indices.size == 0

@@ -14,7 +14,12 @@ import pytest
 from earthcatalog_dagster import layout
 from earthcatalog_dagster.core import storage
 from earthcatalog_dagster.core.buckets import explode_to_cells, split_buckets
-from earthcatalog_dagster.core.geoparquet import footer_bytes, footer_from_bytes, write_geoparquet
+from earthcatalog_dagster.core.geoparquet import (
+    HeldFile,
+    footer_bytes,
+    footer_from_bytes,
+    write_geoparquet,
+)
 from earthcatalog_dagster.core.items import parse_items
 from earthcatalog_dagster.pipeline.handover import read_footers, write_footers
 from earthcatalog_dagster.synthetic.items import item_json, make_item
@@ -34,7 +39,7 @@ def _written(tmp_path, n: int = 30):
 def test_recorded_footers_are_the_files_footers(tmp_path) -> None:
     written = _written(tmp_path)
     staging = str(tmp_path / "staging")
-    uri = write_footers(staging, written)
+    uri = write_footers(staging, [HeldFile.of(w) for w in written])
     assert uri == layout.warehouse_footers(staging)
 
     wanted = [w.uri for w in written[:-1]] + [str(tmp_path / "not-written.parquet")]

@@ -55,10 +55,17 @@ class DataPlaneS3(S3Resource):
     usual AWS environment variables. ``profile_name`` is resolved with boto3 (the profile's
     region and current credentials). Sources are read unsigned whatever
     ``use_unsigned_session`` says, and writes are signed.
+
+    ``context.resources.s3`` is a boto3 S3 client, as with ``S3Resource``, built on first
+    use: the platform's own code never uses it, and building one loads botocore's service
+    models (~2 s of every run and sensor tick otherwise).
     """
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         configure_data_plane(self.data_plane_settings())
+
+    def get_object_to_set_on_execution_context(self) -> Any:
+        return LazyClient(self.get_client)
 
     def data_plane_settings(self) -> dict[str, str]:
         """The S3 settings this resource gives the data plane (credentials included)."""
@@ -85,6 +92,19 @@ class DataPlaneS3(S3Resource):
     def task(self, fn: Callable[[T], R]) -> S3Task[T, R]:
         """``fn`` wrapped to run with this resource's S3 settings wherever it runs."""
         return S3Task(fn, self.data_plane_settings())
+
+
+class LazyClient:
+    """A client built by ``build`` on first attribute access, then used as is."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._client: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            self._client = self._build()
+        return getattr(self._client, name)
 
 
 class StorageRoots(ConfigurableResource):

@@ -96,8 +96,7 @@ def inventory_fingerprint(
 def clear_staging(staging_dir: str, parts: tuple[str, ...] = _STAGING_PARTS) -> int:
     """Delete the work files of a staging prefix (descriptors are kept); returns the count."""
     doomed = [o.uri for part in parts for o in storage.list_objects(layout.join(staging_dir, part))]
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        list(pool.map(storage.delete, doomed))
+    storage.delete_many(doomed)
     return len(doomed)
 
 

@@ -147,6 +147,18 @@ def test_delete(tmp_path: Path) -> None:
         storage.delete(uri, missing_ok=False)
 
 
+def test_delete_many_removes_exactly_those_and_tolerates_missing(tmp_path: Path) -> None:
+    doomed = [str(tmp_path / "s" / f"{i}.ndjson") for i in range(40)]
+    kept = str(tmp_path / "s" / "kept.json")
+    for uri in [*doomed, kept]:
+        storage.write_bytes(uri, b"x")
+    storage.delete(doomed[7])  # already gone: the bulk call falls back, one by one
+    storage.delete_many(doomed)
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["kept.json"]
+    storage.delete_many(doomed)  # again: nothing left, nothing raised
+    storage.delete_many([])
+
+
 def test_move_and_idempotent_rerun(tmp_path: Path) -> None:
     src = str(tmp_path / "pending" / "delta_2025-01-02.parquet")
     dst = str(tmp_path / "ingested" / "delta_2025-01-02.done")
@@ -426,6 +438,19 @@ def test_s3_round_trip_list_delete(s3: str) -> None:
     with pytest.raises(ObjectNotFound):
         storage.delete(f"{base}/x/1.json", missing_ok=False)
     assert [o.uri for o in storage.list_objects(f"{base}/x")] == [f"{base}/x/2.json"]
+
+
+def test_s3_delete_many_across_buckets_beyond_one_request(s3: str) -> None:
+    """More keys than one DeleteObjects request takes (1,000), in two buckets, odd names."""
+    doomed = [f"s3://warehouse/dm/k{i:04d} ü+.json" for i in range(1_003)]
+    doomed.append("s3://private-data/dm/other.json")
+    for uri in [*doomed, "s3://warehouse/dm-kept.json"]:
+        storage.write_bytes(uri, b"x")
+    storage.delete_many([*doomed, "s3://warehouse/dm/never-written.json"])
+    client = boto_client(s3)
+    left = client.list_objects_v2(Bucket="warehouse", Prefix="dm").get("Contents", [])
+    assert [k["Key"] for k in left] == ["dm-kept.json"]
+    assert client.list_objects_v2(Bucket="private-data", Prefix="dm").get("KeyCount") == 0
 
 
 def test_s3_write_if_absent_and_move(s3: str, tmp_path: Path) -> None:

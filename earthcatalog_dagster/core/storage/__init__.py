@@ -16,7 +16,7 @@ one concern per module:
 - :mod:`.retry` — which failures are transient (5xx, SlowDown, dropped connections,
   short bodies) and :class:`RetryPolicy`;
 - :mod:`.objects` — single-object operations: read/write bytes, conditional writes,
-  exists, list, delete, move, streaming and Parquet reads/writes;
+  exists, list, delete (one or many), move, streaming and Parquet reads/writes;
 - :mod:`.bulk` — :func:`get_many`, many objects concurrently with one outcome each;
 - :mod:`.debris` — :func:`remove_debris`, the staging files of killed local writes.
 """
@@ -34,6 +34,7 @@ from earthcatalog_dagster.core.storage.errors import (
 from earthcatalog_dagster.core.storage.objects import (
     ObjectInfo,
     delete,
+    delete_many,
     exists,
     list_objects,
     move,
@@ -66,6 +67,7 @@ __all__ = [
     "clear_cache",
     "configure_s3",
     "delete",
+    "delete_many",
     "exists",
     "get_many",
     "get_many_async",

@@ -41,6 +41,7 @@ from earthcatalog_dagster.core.storage.uris import Location, parse
 __all__ = [
     "ObjectInfo",
     "delete",
+    "delete_many",
     "exists",
     "list_objects",
     "move",
@@ -255,6 +256,27 @@ def delete(uri: str, *, missing_ok: bool = True) -> None:
             raise ObjectNotFound(loc.uri) from None
     except Exception as exc:
         raise map_error(exc, loc) from None
+
+
+def delete_many(uris: Sequence[str]) -> None:
+    """Delete many objects; missing ones are fine (a rerun after a kill deletes again).
+
+    On S3 this is one ``DeleteObjects`` request per 1,000 keys (obstore's bulk delete), not
+    one request per object: clearing a day's staging (thousands of NDJSON files and
+    markers) costs a handful of requests. Local files are removed concurrently in one
+    call. Should a batch fail (a file already gone locally, a key refused), its objects are
+    deleted one by one, so an error names the object it is about.
+    """
+    batches: dict[tuple[str, str], list[Location]] = {}
+    for uri in uris:
+        loc = parse(uri)
+        batches.setdefault((loc.scheme, loc.bucket), []).append(loc)
+    for (scheme, bucket), locs in batches.items():
+        try:
+            obstore.delete(get_store(scheme, bucket, False), [loc.path for loc in locs])
+        except Exception:
+            for loc in locs:
+                delete(loc.uri)
 
 
 def move(src: str, dst: str) -> None:

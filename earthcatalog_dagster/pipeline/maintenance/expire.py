@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -45,7 +44,6 @@ from earthcatalog_dagster.pipeline.maintenance.references import (
 
 log = logging.getLogger(__name__)
 OWNER = "earthcatalog-dagster expire-snapshots"
-_DELETE_THREADS = 16
 
 
 @dataclass
@@ -155,11 +153,8 @@ def _list_sizes(paths: list[str]) -> dict[str, int]:
 
 
 def delete_files(uris: list[str]) -> None:
-    """Delete ``uris`` (missing ones are fine: a rerun after a kill), concurrently."""
-    if not uris:
-        return
-    with ThreadPoolExecutor(max_workers=_DELETE_THREADS) as pool:
-        list(pool.map(storage.delete, uris))
+    """Delete ``uris`` (missing ones are fine: a rerun after a kill), in bulk."""
+    storage.delete_many(uris)
 
 
 def expire_snapshots(

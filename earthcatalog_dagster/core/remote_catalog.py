@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from earthcatalog_dagster import layout
-from earthcatalog_dagster.core import lock, storage
+from earthcatalog_dagster.core import lock, scratch, storage
 
 log = logging.getLogger(__name__)
 
@@ -302,15 +302,15 @@ def is_held(local: str) -> bool:
 
 _copies: dict[str, tuple[str, str | None]] = {}  # remote -> (private path, e_tag)
 _copies_lock = threading.Lock()
-_copies_dir: str | None = None
+_copies_dir: scratch.ScratchFolder | None = None
 
 
 def _private_dir() -> str:
     global _copies_dir
     if _copies_dir is None:
-        _copies_dir = tempfile.mkdtemp(prefix="earthcatalog-catalog-")
-        atexit.register(shutil.rmtree, _copies_dir, True)
-    return _copies_dir
+        _copies_dir = scratch.claim("earthcatalog-catalog-")
+        atexit.register(_copies_dir.release)
+    return _copies_dir.path
 
 
 def read_copy(remote: str, *, missing_ok: bool = True) -> str:

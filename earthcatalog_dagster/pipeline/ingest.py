@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -32,6 +31,7 @@ from earthcatalog_dagster.core.buckets import BucketOrder, bucket_order, dedupe_
 from earthcatalog_dagster.core.geoparquet import HeldFile, write_geoparquet
 from earthcatalog_dagster.core.hash_index import HashIndex, hash_ids
 from earthcatalog_dagster.core.inventory import ids_of_keys, iter_inventory
+from earthcatalog_dagster.core.scratch import scratch_folder
 from earthcatalog_dagster.options import DEFAULTS, IngestOptions
 from earthcatalog_dagster.pipeline import commit as committer
 from earthcatalog_dagster.pipeline import compute
@@ -42,6 +42,7 @@ from earthcatalog_dagster.pipeline.outcomes import (
     describe_mismatches,
 )
 from earthcatalog_dagster.pipeline.staging import (
+    SPILL_PREFIX,
     StagedBatch,
     StagedRows,
     Stager,
@@ -183,7 +184,7 @@ def ingest(
     with _Timer(summary, "hash_index"):
         index = committer.ingested_keys(table, cfg) if plan.skips_indexed else HashIndex.empty()
     # The staged rows, one Arrow IPC file per batch, live until the files are written.
-    with tempfile.TemporaryDirectory(prefix="earthcatalog-ingest-") as spill_dir:
+    with scratch_folder(SPILL_PREFIX) as spill_dir:
         staged, outcomes, mismatches, example_missing = _stage_inventory(
             inventory, cfg, opts, plan, index, summary, spill_dir
         )

@@ -42,6 +42,9 @@ from earthcatalog_dagster.pipeline.runtime import paused_gc
 #: Runs past this many rows parse and fan out in the process pool (two default batches:
 #: smaller runs do not repay its start-up, ~1 s of imports in the fork server).
 PARALLEL_AFTER_ROWS = 4_000
+#: The name of a run's spill folder in ``TMPDIR``: a scratch folder
+#: (:mod:`earthcatalog_dagster.core.scratch`), so a killed run's is removed by the next run.
+SPILL_PREFIX = "earthcatalog-ingest-"
 #: One fan-out at a time per process. The fan-out's cached, prepared GEOS outlines are
 #: shared, and GEOS prepared geometries are not thread-safe (libgeos/geos#825): two
 #: staging threads fanning out at once crashed the process now and then (a segfault in

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 import xxhash
 
@@ -11,6 +13,7 @@ from earthcatalog_dagster.pipeline import commit as commit_module
 from earthcatalog_dagster.pipeline import staging
 from earthcatalog_dagster.pipeline.info import catalog_info
 from earthcatalog_dagster_tests.conftest import DAY_1, DAY_2, local_and_s3
+from earthcatalog_dagster_tests.core.test_scratch import start_holder, stop
 from earthcatalog_dagster_tests.helpers import assert_pairs_match, table_pairs, write_day
 
 # End to end (whole ingests, Dagster runs, S3 servers): out of the fast lane.
@@ -167,3 +170,30 @@ def test_process_pool_path_gives_the_same_catalog(home, monkeypatch) -> None:
     assert summary.items_written == len(day.good_ids)
     assert_pairs_match(table_pairs(home), day)
     assert len(load_hash_index(home.warehouse_hash)) == len(set(day.good_ids))
+
+
+def test_ingest_spills_into_a_folder_it_removes_and_sweeps_a_killed_runs(
+    home, monkeypatch, tmp_path
+) -> None:
+    """The spill folder lives in ``TMPDIR`` and goes with the run; a killed run's goes with
+    the next run."""
+    spill_parent = tmp_path / "tmpdir"
+    spill_parent.mkdir()
+    monkeypatch.setenv("TMPDIR", str(spill_parent))
+    monkeypatch.setattr("tempfile.tempdir", None)  # read TMPDIR again
+    killed, abandoned = start_holder(spill_parent, staging.SPILL_PREFIX)
+    stop(killed)  # SIGKILL: it could not remove its folder
+    spilled_to: list[str] = []
+    spill_rows = staging.spill_rows
+
+    def recording_spill(rows, spill_dir):  # type: ignore[no-untyped-def]
+        spilled_to.append(spill_dir)
+        return spill_rows(rows, spill_dir)
+
+    monkeypatch.setattr(staging, "spill_rows", recording_spill)
+    day, manifest = write_day(home, DAY_1, 40, seed=5)
+    summary = ingest(manifest, settings=home, h3_resolution=1)
+    assert summary.items_written == len(set(day.good_ids))
+    assert spilled_to and {os.path.dirname(d) for d in spilled_to} == {str(spill_parent)}
+    assert not abandoned.exists()
+    assert list(spill_parent.iterdir()) == []

@@ -36,7 +36,19 @@ from _common import MB, ints, machine, peak_rss_mb, run_child
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout
 
 DATE = dt.date(2026, 4, 28)
-STAGES = ("read", "anti_join", "fetch_wait", "parse", "fan_out", "write", "register", "hash_index")
+#: The stages ``IngestSummary.seconds`` times. fetch, parse, fan_out and spill are summed over
+#: the batches, which overlap (in threads and worker processes): they are not wall time.
+STAGES = (
+    "hash_index",
+    "read",
+    "anti_join",
+    "fetch",
+    "parse",
+    "fan_out",
+    "spill",
+    "write",
+    "register",
+)
 
 
 def _dirs(workdir: str, n: int) -> Path:

@@ -12,6 +12,7 @@ the record of rejected, missing and failed objects.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import time
 from collections import deque
@@ -42,6 +43,7 @@ from earthcatalog_dagster.pipeline.outcomes import (
     describe_mismatches,
 )
 from earthcatalog_dagster.pipeline.staging import (
+    PARALLEL_AFTER_ROWS,
     SPILL_PREFIX,
     StagedBatch,
     StagedRows,
@@ -256,21 +258,43 @@ def _stage_inventory(
         if staged.example_missing and not example_missing:
             example_missing.append(staged.example_missing)
 
+    def new_rows(batch: pa.Table) -> pa.Table:
+        batch = _drop_repeated_keys(batch, seen_keys, summary)
+        if len(index):
+            with _Timer(summary, "anti_join"):
+                fresh = index.missing_mask(hash_ids(ids_of_keys(batch["key"])))
+            summary.already_ingested += batch.num_rows - int(fresh.sum())
+            batch = batch.filter(pa.array(fresh))
+        return batch
+
     inventory_rows = iter_inventory(inventory, since=opts.since, limit=opts.limit)
-    with Stager(stage, opts.workers) as stager:
-        for batch in _batches(inventory_rows, opts.batch_rows, summary):
-            batch = _drop_repeated_keys(batch, seen_keys, summary)
-            if len(index):
-                with _Timer(summary, "anti_join"):
-                    fresh = index.missing_mask(hash_ids(ids_of_keys(batch["key"])))
-                summary.already_ingested += batch.num_rows - int(fresh.sum())
-                batch = batch.filter(pa.array(fresh))
-            if batch.num_rows:
-                for staged in stager.submit(batch):
-                    collect(staged)
+    batches = (
+        batch
+        for batch in map(new_rows, _batches(inventory_rows, opts.batch_rows, summary))
+        if batch.num_rows
+    )
+    # Read just far enough ahead to know whether the run repays the process pool, so a
+    # large run uses both cores from its first batch.
+    ahead = _read_ahead(batches, PARALLEL_AFTER_ROWS + 1)
+    large = sum(batch.num_rows for batch in ahead) > PARALLEL_AFTER_ROWS
+    with Stager(stage, opts.workers, large=large) as stager:
+        for batch in itertools.chain(ahead, batches):
+            for staged in stager.submit(batch):
+                collect(staged)
         for staged in stager.drain():
             collect(staged)
     return rows, outcomes, mismatches, example_missing[0] if example_missing else None
+
+
+def _read_ahead(batches: Iterator[pa.Table], rows: int) -> list[pa.Table]:
+    """The first batches of ``batches``, until they hold at least ``rows`` rows (or all)."""
+    ahead: list[pa.Table] = []
+    while sum(batch.num_rows for batch in ahead) < rows:
+        batch = next(batches, None)
+        if batch is None:
+            break
+        ahead.append(batch)
+    return ahead
 
 
 def run_token(inventory: str, since: object, limit: int | None) -> str:

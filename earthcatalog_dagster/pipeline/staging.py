@@ -236,16 +236,20 @@ def _first_source(refs: pa.Table, source_root: str | None) -> str | None:
 class Stager:
     """Runs :func:`stage_batch` ahead of the inventory reader, results in order.
 
-    The first batches go to two threads (fetching one batch while parsing another). Once
-    a run has shown more than ``PARALLEL_AFTER_ROWS`` rows, later batches go to the
-    shared process pool (:func:`~earthcatalog_dagster.pipeline.compute.process_pool`, at
-    most one process per CPU, forked from a server that imported this module once):
-    parsing and H3 fan-out hold the GIL, so only processes use a second core, and a run
-    of one or two batches is not worth the pool's start-up.
+    A run known to be ``large`` (more than ``PARALLEL_AFTER_ROWS`` rows) stages every
+    batch in the shared process pool
+    (:func:`~earthcatalog_dagster.pipeline.compute.process_pool`, at most one process per
+    CPU, forked from a server that imported this module once): parsing and H3 fan-out
+    hold the GIL, so only processes use a second core. Otherwise the first batches go to
+    two threads (fetching one batch while parsing another), as a run of one or two
+    batches is not worth the pool's start-up, and the pool takes over once the run has
+    shown more than ``PARALLEL_AFTER_ROWS`` rows.
     """
 
-    def __init__(self, stage: Callable[[pa.Table], StagedBatch], workers: int) -> None:
-        self.stage, self.workers = stage, workers
+    def __init__(
+        self, stage: Callable[[pa.Table], StagedBatch], workers: int, *, large: bool = False
+    ) -> None:
+        self.stage, self.workers, self.large = stage, workers, large
         self.threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="stage")
         self.processes: ProcessPoolExecutor | None = None
         self.inflight: deque[Future] = deque()
@@ -262,7 +266,7 @@ class Stager:
     def submit(self, batch: pa.Table) -> list[StagedBatch]:
         self.rows += batch.num_rows
         parallel = compute.pool_size(self.workers) > 1
-        if self.processes is None and parallel and self.rows > PARALLEL_AFTER_ROWS:
+        if self.processes is None and parallel and (self.large or self.rows > PARALLEL_AFTER_ROWS):
             self.processes = compute.process_pool(self.workers)
         if self.processes is not None:
             # Workers fork from the server's environment: hand them this process's S3

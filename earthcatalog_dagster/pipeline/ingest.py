@@ -43,11 +43,11 @@ from earthcatalog_dagster.pipeline.outcomes import (
     describe_mismatches,
 )
 from earthcatalog_dagster.pipeline.staging import (
-    PARALLEL_AFTER_ROWS,
     SPILL_PREFIX,
     StagedBatch,
     StagedRows,
     Stager,
+    read_ahead,
     release_unused_memory,
     stage_batch,
 )
@@ -273,10 +273,7 @@ def _stage_inventory(
         for batch in map(new_rows, _batches(inventory_rows, opts.batch_rows, summary))
         if batch.num_rows
     )
-    # Read just far enough ahead to know whether the run repays the process pool, so a
-    # large run uses both cores from its first batch.
-    ahead = _read_ahead(batches, PARALLEL_AFTER_ROWS + 1)
-    large = sum(batch.num_rows for batch in ahead) > PARALLEL_AFTER_ROWS
+    ahead, large = read_ahead(batches)
     with Stager(stage, opts.workers, large=large) as stager:
         for batch in itertools.chain(ahead, batches):
             for staged in stager.submit(batch):
@@ -284,17 +281,6 @@ def _stage_inventory(
         for staged in stager.drain():
             collect(staged)
     return rows, outcomes, mismatches, example_missing[0] if example_missing else None
-
-
-def _read_ahead(batches: Iterator[pa.Table], rows: int) -> list[pa.Table]:
-    """The first batches of ``batches``, until they hold at least ``rows`` rows (or all)."""
-    ahead: list[pa.Table] = []
-    while sum(batch.num_rows for batch in ahead) < rows:
-        batch = next(batches, None)
-        if batch is None:
-            break
-        ahead.append(batch)
-    return ahead
 
 
 def run_token(inventory: str, since: object, limit: int | None) -> str:

@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -231,6 +231,18 @@ def _first_source(refs: pa.Table, source_root: str | None) -> str | None:
     if not refs.num_rows:
         return None
     return layout.source_object(refs["bucket"][0].as_py(), refs["key"][0].as_py(), source_root)
+
+
+def read_ahead(batches: Iterator[pa.Table]) -> tuple[list[pa.Table], bool]:
+    """The first batches of a run, just enough to tell whether it repays the process pool
+    (more than ``PARALLEL_AFTER_ROWS`` rows), and whether it does: a large run then uses
+    both cores from its first batch (:class:`Stager`'s ``large``)."""
+    ahead: list[pa.Table] = []
+    held = 0
+    while held <= PARALLEL_AFTER_ROWS and (batch := next(batches, None)) is not None:
+        ahead.append(batch)
+        held += batch.num_rows
+    return ahead, held > PARALLEL_AFTER_ROWS
 
 
 class Stager:

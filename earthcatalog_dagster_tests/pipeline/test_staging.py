@@ -21,7 +21,8 @@ from earthcatalog_dagster.core.buckets import (
 )
 from earthcatalog_dagster.core.items import parse_items
 from earthcatalog_dagster.core.schema import WAREHOUSE_SCHEMA
-from earthcatalog_dagster.pipeline.staging import StagedRows, spill_rows
+from earthcatalog_dagster.pipeline import staging
+from earthcatalog_dagster.pipeline.staging import StagedRows, read_ahead, spill_rows
 from earthcatalog_dagster.synthetic import make_item
 
 
@@ -106,3 +107,22 @@ def test_no_rows_spill_nothing(tmp_path) -> None:
     assert staged.num_rows == 0 and staged.key_table().num_rows == 0
     assert staged.gather(np.array([], dtype=np.int64)).num_rows == 0
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("sizes", "read", "large"),
+    [
+        ([2_000, 2_000, 2_000, 2_000], 3, True),  # 6,000 rows read: past the 4,000
+        ([2_000, 2_000], 2, False),  # the whole run, and it is small
+        ([4_001, 10], 1, True),
+        ([], 0, False),
+    ],
+)
+def test_read_ahead_reads_just_far_enough_to_decide(sizes, read, large, monkeypatch) -> None:
+    monkeypatch.setattr(staging, "PARALLEL_AFTER_ROWS", 4_000)
+    tables = [pa.table({"key": [f"{n}-{i}" for i in range(n)]}) for n in sizes]
+    stream = iter(tables)
+    ahead, is_large = read_ahead(stream)
+    assert [t.num_rows for t in ahead] == sizes[:read]
+    assert is_large is large
+    assert [t.num_rows for t in stream] == sizes[read:]  # the rest is still to come

@@ -122,7 +122,6 @@ class IngestOptions(_Settings):
             raise OptionError("scheduler must not be empty")
 
 
-
 def _int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise OptionError(f"{name} must be a whole number, not {value!r}")
@@ -200,7 +199,6 @@ class MaintenanceOptions(_Settings):
                 except (TypeError, ValueError):
                     raise OptionError(f"years must be whole years, not {year!r}") from None
             object.__setattr__(self, "years", tuple(years))
-
 
 
 def _listed(value: Any) -> list[Any]:

@@ -45,7 +45,6 @@ def ring_of(geometry: dict) -> list[tuple[float, float]]:
     return [(float(x), float(y)) for x, y in geometry["coordinates"][0]]
 
 
-
 def continuous(lons: list[float]) -> list[float]:
     """Longitudes with every jump of more than 180° undone (the oracle's own unwrapping)."""
     out = [lons[0]]
@@ -315,9 +314,7 @@ def resources_for(
         if workers is None
         else DaskCompute(scheduler=scheduler, workers=workers)
     )
-    return dict(
-        build_definitions(roots=roots, catalog=catalog, compute=compute, s3=s3).resources
-    )
+    return dict(build_definitions(roots=roots, catalog=catalog, compute=compute, s3=s3).resources)
 
 
 def materialize_partition(

@@ -71,12 +71,18 @@ class CollectionSummary:
             "earthcatalog:rows": self.rows,
             "earthcatalog:files": self.files,
             "links": [
-                {"rel": "self", "type": "application/json",
-                 "href": f"{base_url}/collections/{self.id}"},
+                {
+                    "rel": "self",
+                    "type": "application/json",
+                    "href": f"{base_url}/collections/{self.id}",
+                },
                 {"rel": "parent", "type": "application/json", "href": f"{base_url}/"},
                 {"rel": "root", "type": "application/json", "href": f"{base_url}/"},
-                {"rel": "items", "type": "application/geo+json",
-                 "href": f"{base_url}/collections/{self.id}/items"},
+                {
+                    "rel": "items",
+                    "type": "application/geo+json",
+                    "href": f"{base_url}/collections/{self.id}/items",
+                },
             ],
         }
         if self.items is not None:

@@ -140,8 +140,9 @@ def execute(plan: Plan, output: Sequence[str] | None = None) -> tuple[pa.Table, 
     stats.rows_matched = table.num_rows
     rows = unique_ids_rows(table)
     stats.duplicates_removed = stats.rows_matched - len(rows)
-    rows = rows.take(sort_indices(table.select(_sort_keys(plan.params.sortby)).take(rows),
-                                  plan.params.sortby))
+    rows = rows.take(
+        sort_indices(table.select(_sort_keys(plan.params.sortby)).take(rows), plan.params.sortby)
+    )
     if plan.params.limit is not None:
         rows = rows.slice(0, plan.params.limit)
     table = table.take(rows)  # the one gather of the whole rows: unique, sorted, limited
@@ -219,7 +220,8 @@ def _bytes_of(metadata: pq.FileMetaData, groups: list[int], columns: list[str]) 
     """Compressed bytes of the column chunks of ``columns`` in ``groups`` (for explain)."""
     wanted = set(columns)
     leaves = [
-        c for c in range(metadata.num_columns)
+        c
+        for c in range(metadata.num_columns)
         if metadata.schema.column(c).path.split(".", 1)[0] in wanted
     ]
     return sum(
@@ -256,9 +258,7 @@ def matching_rows(plan: Plan, table: pa.Table) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
-def time_mask(
-    table: pa.Table, start: dt.datetime | None, end: dt.datetime | None
-) -> pa.Array:
+def time_mask(table: pa.Table, start: dt.datetime | None, end: dt.datetime | None) -> pa.Array:
     """STAC datetime semantics, vectorized: ranged items overlap ``[start, end]``; others
     have their ``datetime`` in it. Open ends are ``None``."""
     lo = pa.scalar(start, TIMESTAMP) if start is not None else None

@@ -49,8 +49,19 @@ from pyiceberg.types import StructType
 from earthcatalog_dagster.core.schema import PROPERTIES, Kind
 
 #: Statistics columns kept in the index (those the table keeps ``full`` metrics for).
-INDEXED = ("datetime", "start_datetime", "end_datetime", "percent_valid_pixels", "date_dt",
-           "platform", "latitude", "longitude", "created", "updated", "id")
+INDEXED = (
+    "datetime",
+    "start_datetime",
+    "end_datetime",
+    "percent_valid_pixels",
+    "date_dt",
+    "platform",
+    "latitude",
+    "longitude",
+    "created",
+    "updated",
+    "id",
+)
 _KIND = {p.name: p.kind for p in PROPERTIES} | {"id": Kind.STRING}
 _CACHE: OrderedDict[tuple[str, int], FileIndex] = OrderedDict()
 _CACHE_SIZE = 8
@@ -215,8 +226,9 @@ def cache_dir() -> Path | None:
 def _disk_key(manifest: Any, field_ids: dict[str, int]) -> str:
     """The manifest's cache name: its path and length (a path is never rewritten; the
     length guards a catalog rebuilt at the same paths), the columns and the format."""
-    text = json.dumps([_DISK_FORMAT, manifest.manifest_path, manifest.manifest_length,
-                       sorted(field_ids.items())])
+    text = json.dumps(
+        [_DISK_FORMAT, manifest.manifest_path, manifest.manifest_length, sorted(field_ids.items())]
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -224,8 +236,10 @@ def _store(path: Path, index: FileIndex) -> None:
     """Write ``index`` to ``path`` atomically; a cache that cannot be written is skipped."""
     columns: dict[str, Any] = {
         "path": pa.array(index.paths, pa.string()),
-        "size": index.sizes, "records": index.records,
-        "cell": pa.array(index.cells.tolist(), pa.string()), "year": index.years,
+        "size": index.sizes,
+        "records": index.records,
+        "cell": pa.array(index.cells.tolist(), pa.string()),
+        "year": index.years,
     }
     for name in index.lower:
         for side, values in (("lower", index.lower[name]), ("upper", index.upper[name])):
@@ -274,8 +288,10 @@ def _load(path: Path, names: list[str]) -> FileIndex | None:
 
         return FileIndex(
             paths=table["path"].to_pylist(),
-            sizes=array("size").astype(np.int64), records=array("records").astype(np.int64),
-            cells=array("cell"), years=array("year").astype(float),
+            sizes=array("size").astype(np.int64),
+            records=array("records").astype(np.int64),
+            cells=array("cell"),
+            years=array("year").astype(float),
             lower={n: array(f"lower.{n}") for n in names},
             upper={n: array(f"upper.{n}") for n in names},
         )
@@ -354,9 +370,15 @@ def _concat(parts: list[FileIndex], names: list[str]) -> FileIndex:
         return parts[0]
     if not parts:
         empty = np.zeros(0, dtype=float)
-        return FileIndex([], np.zeros(0, np.int64), np.zeros(0, np.int64),
-                         np.zeros(0, object), empty, {n: empty for n in names},
-                         {n: empty for n in names})
+        return FileIndex(
+            [],
+            np.zeros(0, np.int64),
+            np.zeros(0, np.int64),
+            np.zeros(0, object),
+            empty,
+            {n: empty for n in names},
+            {n: empty for n in names},
+        )
     return FileIndex(
         paths=[p for part in parts for p in part.paths],
         sizes=np.concatenate([p.sizes for p in parts]),
@@ -381,9 +403,7 @@ def _decode(bounds: list[dict[int, bytes]], field_id: int, name: str, upper: boo
     raw = [b.get(field_id) for b in bounds]
     if kind is Kind.STRING:  # absent bounds: sentinels below / above every string
         absent = _TOP if upper else ""
-        return np.array(
-            [r.decode("utf-8", "replace") if r else absent for r in raw], dtype=object
-        )
+        return np.array([r.decode("utf-8", "replace") if r else absent for r in raw], dtype=object)
     dtype = np.dtype(_FORMATS[kind])
     size = dtype.itemsize
     present = np.fromiter((r is not None and len(r) == size for r in raw), bool, len(raw))

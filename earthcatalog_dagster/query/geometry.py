@@ -83,8 +83,9 @@ def planar_area(geometry: shapely.Geometry) -> shapely.Geometry:
             pieces.append(_polygon_area(part))
         else:  # points and lines: positions brought home
             pieces.append(
-                shapely.transform(part, lambda xy: np.column_stack(
-                    [(xy[:, 0] + 180.0) % 360.0 - 180.0, xy[:, 1]]))
+                shapely.transform(
+                    part, lambda xy: np.column_stack([(xy[:, 0] + 180.0) % 360.0 - 180.0, xy[:, 1]])
+                )
             )
     return shapely.union_all([p for p in pieces if p is not None and not p.is_empty])
 
@@ -94,7 +95,8 @@ def _polygon_area(polygon: shapely.Polygon) -> shapely.Geometry:
     if len(exterior) < 3:
         return shapely.MultiPoint(exterior)
     holes = [
-        ring for ring in (_open_ring(_positions(r.coords)) for r in polygon.interiors)
+        ring
+        for ring in (_open_ring(_positions(r.coords)) for r in polygon.interiors)
         if len(ring) >= 3
     ]
     unwrapped, winding = _unwrap(exterior)

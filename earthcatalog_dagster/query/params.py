@@ -182,8 +182,9 @@ def across_antimeridian(geometry: shapely.Geometry) -> shapely.Geometry:
     parts = list(shapely.get_parts(geometry))
     if not any(isinstance(p, shapely.Polygon) and _crosses(p) for p in parts):
         return geometry
-    pieces = [planar_area(p) if isinstance(p, shapely.Polygon) and _crosses(p) else p
-              for p in parts]
+    pieces = [
+        planar_area(p) if isinstance(p, shapely.Polygon) and _crosses(p) else p for p in parts
+    ]
     return shapely.union_all(pieces)
 
 
@@ -207,9 +208,7 @@ def _finite(x: float) -> bool:
 # --- time -----------------------------------------------------------------------------------
 
 _OPEN = ("", "..")
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:\d{2})?"
-)
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:\d{2})?")
 
 
 def parse_datetime(
@@ -314,9 +313,7 @@ def parse_fields(value: Any) -> Fields:
     if isinstance(value, Fields):
         return value
     if isinstance(value, Mapping):
-        return Fields(
-            frozenset(value.get("include") or ()), frozenset(value.get("exclude") or ())
-        )
+        return Fields(frozenset(value.get("include") or ()), frozenset(value.get("exclude") or ()))
     entries = value.split(",") if isinstance(value, str) else list(value)
     include, exclude = set(), set()
     for raw in entries:

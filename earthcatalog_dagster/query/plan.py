@@ -179,14 +179,20 @@ def plan_search(
         try:
             index = file_index(table, snapshot)
             for i in index.select(
-                cells=cells, start=params.start, end=params.end, ids=params.ids,
+                cells=cells,
+                start=params.start,
+                end=params.end,
+                ids=params.ids,
                 comparisons=compiled.pushdown,
             ).tolist():
                 year = index.years[i]
                 files.append(
                     PlannedFile(
-                        index.paths[i], int(index.sizes[i]), int(index.records[i]),
-                        index.cells[i], None if year != year else int(year),
+                        index.paths[i],
+                        int(index.sizes[i]),
+                        int(index.records[i]),
+                        index.cells[i],
+                        None if year != year else int(year),
                     )
                 )
         except HasDeletes:  # not one of our tables: PyIceberg plans (and applies deletes)
@@ -194,9 +200,11 @@ def plan_search(
             for task in scan.plan_files():
                 data = task.file
                 cell, year = _partition(data.partition)
-                files.append(PlannedFile(
-                    data.file_path, data.file_size_in_bytes, data.record_count, cell, year
-                ))
+                files.append(
+                    PlannedFile(
+                        data.file_path, data.file_size_in_bytes, data.record_count, cell, year
+                    )
+                )
     files.sort(key=lambda f: f.path)
     return Plan(
         params=params,
@@ -248,9 +256,7 @@ def row_groups_to_read(metadata: pq.FileMetaData, boxes: np.ndarray | None) -> l
     if file_bbox is not None:
         west, south, east, north = file_bbox
         plain_file = -180.0 <= west <= east <= 180.0 and east - west <= 180.0
-        if not any(
-            _meets(west, south, east, north, q, lon=plain_file) for q in boxes
-        ):
+        if not any(_meets(west, south, east, north, q, lon=plain_file) for q in boxes):
             return []
     columns = _covering_columns(metadata)
     if columns is None:

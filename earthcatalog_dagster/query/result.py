@@ -61,12 +61,20 @@ class Explain:
         return dict(self.__dict__)
 
     def __str__(self) -> str:
-        cells = "all (no spatial constraint or a very large area)" if self.cells is None else (
-            f"{len(self.cells)}: {', '.join(self.cells[:12])}"
-            + (" ..." if len(self.cells) > 12 else "")
+        cells = (
+            "all (no spatial constraint or a very large area)"
+            if self.cells is None
+            else (
+                f"{len(self.cells)}: {', '.join(self.cells[:12])}"
+                + (" ..." if len(self.cells) > 12 else "")
+            )
         )
-        years = "all (open interval or none)" if self.years is None else (
-            f"{self.years[0]}–{self.years[-1]}" if len(self.years) > 1 else str(self.years[0])
+        years = (
+            "all (open interval or none)"
+            if self.years is None
+            else (
+                f"{self.years[0]}–{self.years[-1]}" if len(self.years) > 1 else str(self.years[0])
+            )
         )
         lines = [
             f"snapshot          {self.snapshot_id} ({self.snapshot_time})",

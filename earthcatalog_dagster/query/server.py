@@ -68,8 +68,17 @@ CONFORMANCE = [
 ]
 #: Search parameters a GET query string or POST body may carry.
 SEARCH_KEYS = (
-    "bbox", "intersects", "datetime", "ids", "collections", "filter", "filter-lang",
-    "sortby", "fields", "limit", "token",
+    "bbox",
+    "intersects",
+    "datetime",
+    "ids",
+    "collections",
+    "filter",
+    "filter-lang",
+    "sortby",
+    "fields",
+    "limit",
+    "token",
 )
 
 
@@ -169,8 +178,11 @@ def create_app(settings: Settings | None = None, *, refresh_seconds: float = 10.
             {**_link("search", f"{base}/search", GEOJSON), "method": "POST"},
             _link("service-desc", f"{base}/api", "application/vnd.oai.openapi+json;version=3.0"),
             _link("service-doc", f"{base}/api.html", "text/html"),
-            _link("http://www.opengis.net/def/rel/ogc/1.0/queryables",
-                  f"{base}/queryables", "application/schema+json"),
+            _link(
+                "http://www.opengis.net/def/rel/ogc/1.0/queryables",
+                f"{base}/queryables",
+                "application/schema+json",
+            ),
         ]
         for name in sorted(state.collections()):
             links.append(_link("child", f"{base}/collections/{name}", "application/json"))
@@ -202,8 +214,11 @@ def create_app(settings: Settings | None = None, *, refresh_seconds: float = 10.
             Kind.TIMESTAMP: {"type": "string", "format": "date-time"},
         }
         properties = {p.name: types[p.kind] for p in PROPERTIES}
-        properties.update(id={"type": "string"}, collection={"type": "string"},
-                          geometry={"$ref": "https://geojson.org/schema/Geometry.json"})
+        properties.update(
+            id={"type": "string"},
+            collection={"type": "string"},
+            geometry={"$ref": "https://geojson.org/schema/Geometry.json"},
+        )
         return JSONResponse(
             {
                 "$schema": "https://json-schema.org/draft/2019-09/schema",

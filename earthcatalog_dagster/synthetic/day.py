@@ -167,8 +167,10 @@ def generate_day(
             modified.append(int(last_modified.timestamp()))
             if i < 2 and n > 0:  # the granule's other files, listed but not items
                 stem = key[: -len(ITEM_SUFFIX)]
-                for suffix, size in ((".nc", draw.integer(2_000_000, 40_000_000)),
-                                     (".png", draw.integer(40_000, 400_000))):
+                for suffix, size in (
+                    (".nc", draw.integer(2_000_000, 40_000_000)),
+                    (".png", draw.integer(40_000, 400_000)),
+                ):
                     other_keys.append(stem + suffix)
                     other_sizes.append(size)
                     other_etags.append(f"{draw.integer(0, 2**63 - 1):032x}")
@@ -192,8 +194,9 @@ def generate_day(
             "bucket": pa.array([SOURCE_BUCKET] * len(all_keys), pa.string()),
             "key": pa.array(all_keys, pa.string()),
             "last_modified_date": pa.array(
-                np.array(modified + other_modified, dtype="datetime64[s]").astype(
-                    "datetime64[ms]"), pa.timestamp("ms", tz="UTC")),
+                np.array(modified + other_modified, dtype="datetime64[s]").astype("datetime64[ms]"),
+                pa.timestamp("ms", tz="UTC"),
+            ),
             "size": pa.array(sizes + other_sizes, pa.int64()),
             "e_tag": pa.array(etags + other_etags, pa.string()),
         }

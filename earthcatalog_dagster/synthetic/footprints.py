@@ -75,7 +75,6 @@ _SPECIALS = (
 )
 
 
-
 # --- projections (spherical; footprints only need to look like their real counterparts) -----
 
 
@@ -234,16 +233,15 @@ def region_tile(lat: float, lon: float) -> str:
     return f"{ns}{rlat:02d}{ew}{rlon:03d}"
 
 
-def _region_for(
-    draw: _Draws, region: str | None, polar: str | None, antimeridian: bool
-) -> Region:
+def _region_for(draw: _Draws, region: str | None, polar: str | None, antimeridian: bool) -> Region:
     """The region asked for (``polar``, ``antimeridian``, ``region``), else one drawn by weight."""
     if polar is not None:
         try:
             return REGIONS[_POLAR_REGIONS[polar]]
         except KeyError:
-            raise ValueError(f"polar must be one of {sorted(_POLAR_REGIONS)}, not {polar!r}") \
-                from None
+            raise ValueError(
+                f"polar must be one of {sorted(_POLAR_REGIONS)}, not {polar!r}"
+            ) from None
     if antimeridian:
         return REGIONS["chukotka_aleutians"]
     if region is not None:

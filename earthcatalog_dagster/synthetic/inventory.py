@@ -48,8 +48,11 @@ INVENTORY_PARQUET_SCHEMA = pa.schema(
 
 
 def _uuid_like(*parts: object) -> str:
-    return str(uuid.UUID(bytes=hashlib.md5("/".join(map(str, parts)).encode(),
-                                           usedforsecurity=False).digest()))
+    return str(
+        uuid.UUID(
+            bytes=hashlib.md5("/".join(map(str, parts)).encode(), usedforsecurity=False).digest()
+        )
+    )
 
 
 def _inventory_columns(refs: pa.Table) -> pa.Table:
@@ -63,13 +66,19 @@ def _inventory_columns(refs: pa.Table) -> pa.Table:
     if "e_tag" in refs.column_names:
         etag = refs.column("e_tag").cast(pa.string())
     else:
-        etag = pa.array([hashlib.md5(k.encode(), usedforsecurity=False).hexdigest()
-                         for k in keys.to_pylist()], pa.string())
-    bucket = (refs.column("bucket").cast(pa.string()) if "bucket" in refs.column_names
-              else pa.array([SOURCE_BUCKET] * n, pa.string()))
+        etag = pa.array(
+            [hashlib.md5(k.encode(), usedforsecurity=False).hexdigest() for k in keys.to_pylist()],
+            pa.string(),
+        )
+    bucket = (
+        refs.column("bucket").cast(pa.string())
+        if "bucket" in refs.column_names
+        else pa.array([SOURCE_BUCKET] * n, pa.string())
+    )
     modified = refs.column("last_modified_date").cast(pa.timestamp("ms", tz="UTC"))
-    return pa.Table.from_arrays([bucket, keys, size, modified, etag],
-                                schema=INVENTORY_PARQUET_SCHEMA)
+    return pa.Table.from_arrays(
+        [bucket, keys, size, modified, etag], schema=INVENTORY_PARQUET_SCHEMA
+    )
 
 
 def _csv_bytes(table: pa.Table) -> bytes:
@@ -78,17 +87,19 @@ def _csv_bytes(table: pa.Table) -> bytes:
     needs = pc.match_substring_regex(keys, r"[^A-Za-z0-9_.\-~/]")
     if pc.any(needs).as_py():  # rare: only those keys go through Python
         keys = pa.array(
-            [urllib.parse.quote(k, safe="/") if n else k
-             for k, n in zip(keys.to_pylist(), needs.to_pylist(), strict=True)],
+            [
+                urllib.parse.quote(k, safe="/") if n else k
+                for k, n in zip(keys.to_pylist(), needs.to_pylist(), strict=True)
+            ],
             pa.string(),
         )
     modified = pc.strftime(table.column("last_modified_date"), format="%Y-%m-%dT%H:%M:%SZ")
-    out = pa.table([table.column("bucket"), keys, table.column("size"), modified,
-                    table.column("e_tag")], names=["Bucket", "Key", "Size", "LastModifiedDate",
-                                                   "ETag"])
+    out = pa.table(
+        [table.column("bucket"), keys, table.column("size"), modified, table.column("e_tag")],
+        names=["Bucket", "Key", "Size", "LastModifiedDate", "ETag"],
+    )
     buf = io.BytesIO()
-    pacsv.write_csv(out, buf, pacsv.WriteOptions(include_header=False,
-                                                 quoting_style="all_valid"))
+    pacsv.write_csv(out, buf, pacsv.WriteOptions(include_header=False, quoting_style="all_valid"))
     return gzip.compress(buf.getvalue(), mtime=0)
 
 
@@ -131,13 +142,15 @@ def write_inventory(
         else:
             data, name = _csv_bytes(part), f"{_uuid_like(layout.date_key(date), i, kind)}.csv.gz"
         write_bytes(layout.join(data_dir, name), data)
-        entries.append({
-            "key": f"{INVENTORY_PREFIX}/data/{name}",
-            "size": len(data),
-            "MD5checksum": hashlib.md5(data, usedforsecurity=False).hexdigest(),
-        })
+        entries.append(
+            {
+                "key": f"{INVENTORY_PREFIX}/data/{name}",
+                "size": len(data),
+                "MD5checksum": hashlib.md5(data, usedforsecurity=False).hexdigest(),
+            }
+        )
 
-    source_bucket = (table.column("bucket")[0].as_py() if table.num_rows else SOURCE_BUCKET)
+    source_bucket = table.column("bucket")[0].as_py() if table.num_rows else SOURCE_BUCKET
     created = dt.datetime(date.year, date.month, date.day, tzinfo=_UTC)
     manifest = {
         "sourceBucket": source_bucket,

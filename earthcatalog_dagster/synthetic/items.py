@@ -73,8 +73,7 @@ def make_item(
 
     if created is None:
         if end.date() < dt.date(2020, 9, 1):
-            created = dt.datetime(2020, 9, 1, tzinfo=_UTC) + dt.timedelta(
-                days=draw.uniform(0, 900))
+            created = dt.datetime(2020, 9, 1, tzinfo=_UTC) + dt.timedelta(days=draw.uniform(0, 900))
         else:
             created = end + dt.timedelta(days=draw.uniform(1, 40))
     elif created.tzinfo is None:
@@ -115,13 +114,22 @@ def make_item(
             "version": "002",
         },
         "links": [
-            {"rel": "self", "href": f"{STAC_API}/collections/{COLLECTION}/items/{item_id}",
-             "type": "application/geo+json"},
-            {"rel": "parent", "href": f"{STAC_API}/collections/{COLLECTION}",
-             "type": "application/json"},
+            {
+                "rel": "self",
+                "href": f"{STAC_API}/collections/{COLLECTION}/items/{item_id}",
+                "type": "application/geo+json",
+            },
+            {
+                "rel": "parent",
+                "href": f"{STAC_API}/collections/{COLLECTION}",
+                "type": "application/json",
+            },
             {"rel": "root", "href": f"{STAC_API}/", "type": "application/json"},
-            {"rel": "collection", "href": f"{STAC_API}/collections/{COLLECTION}",
-             "type": "application/json"},
+            {
+                "rel": "collection",
+                "href": f"{STAC_API}/collections/{COLLECTION}",
+                "type": "application/json",
+            },
         ],
         "assets": {
             "data": {

@@ -30,6 +30,7 @@ class Mission:
     partners: tuple[str, ...]
 
 
+# fmt: off
 MISSIONS: dict[str, Mission] = {
     m.code: m
     for m in (
@@ -53,8 +54,17 @@ MISSIONS: dict[str, Mission] = {
                 10.0, 10, ("S2B", "S2A")),
     )
 }
+# fmt: on
 _SAR_ONLY = ("S1A", "S1B")  # beyond ~82° only Sentinel-1 sees the ice
-
+#: Sentinel-2 processing baselines: (acquired before this year, baseline).
+_S2_BASELINES = (
+    (2018, "N0204"),
+    (2021, "N0206"),
+    (2022, "N0300"),
+    (2023, "N0400"),
+    (2024, "N0509"),
+    (10_000, "N0510"),
+)
 
 
 # --- scenes ---------------------------------------------------------------------------------
@@ -95,13 +105,12 @@ def _scene_context(draw: _Draws, lon: float, lat: float) -> _SceneContext:
     band = _MGRS_BANDS[max(0, min(19, int((lat + 80.0) // 8.0)))]
     mgrs = f"{zone:02d}{band}{draw.choice(_MGRS_COLS)}{draw.choice(_MGRS_ROWS)}"
     polarisation = "SH" if abs(lat) > 59.0 else "DV"
-    return _SceneContext(lon, lat, path, row, level, tier, mgrs, draw.integer(1, 175),
-                         polarisation)
+    return _SceneContext(lon, lat, path, row, level, tier, mgrs, draw.integer(1, 175), polarisation)
 
 
-def _scene(draw: _Draws, mission: Mission, ctx: _SceneContext, when: dt.datetime) -> tuple[
-    str, str
-]:
+def _scene(
+    draw: _Draws, mission: Mission, ctx: _SceneContext, when: dt.datetime
+) -> tuple[str, str]:
     """A real-looking scene id of ``mission`` acquired at ``when``, and its frame id."""
     if mission.family == "landsat":
         if when.date() < dt.date(2020, 6, 1):  # Collection 2 reprocessing
@@ -109,32 +118,35 @@ def _scene(draw: _Draws, mission: Mission, ctx: _SceneContext, when: dt.datetime
         else:
             processed = when.date() + dt.timedelta(days=draw.integer(6, 20))
         frame = f"{ctx.path:03d}{ctx.row:03d}"
-        scene = (f"{mission.code}_{ctx.level}_{frame}_{_ymd(when)}_{_ymd(processed)}"
-                 f"_02_{ctx.tier}")
+        scene = f"{mission.code}_{ctx.level}_{frame}_{_ymd(when)}_{_ymd(processed)}_02_{ctx.tier}"
         return scene, frame
     if mission.family == "sentinel2":
         year = when.year
-        baseline = ("N0204" if year < 2018 else "N0206" if year < 2021 else "N0300"
-                    if year < 2022 else "N0400" if year < 2023 else "N0509" if year < 2024
-                    else "N0510")
+        baseline = next(name for until, name in _S2_BASELINES if year < until)
         discriminator = when + dt.timedelta(seconds=draw.integer(1, 7200))
         frame = f"T{ctx.mgrs}"
-        scene = (f"{mission.code}_MSIL1C_{_compact(when)}_{baseline}_R{ctx.rel_orbit:03d}"
-                 f"_{frame}_{_compact(discriminator)}")
+        scene = (
+            f"{mission.code}_MSIL1C_{_compact(when)}_{baseline}_R{ctx.rel_orbit:03d}"
+            f"_{frame}_{_compact(discriminator)}"
+        )
         return scene, frame
     launch = MISSIONS[mission.code].first
     absolute = (when.date() - launch).days * 175 // 12 + ctx.rel_orbit % 12 + 1
     datatake = draw.integer(0x010000, 0xFFFFFF)
     stop = when + dt.timedelta(seconds=27)
-    scene = (f"{mission.code}_IW_SLC__1S{ctx.polarisation}_{_compact(when)}_{_compact(stop)}"
-             f"_{absolute:06d}_{datatake:06X}_{draw.integer(0, 0xFFFF):04X}")
+    scene = (
+        f"{mission.code}_IW_SLC__1S{ctx.polarisation}_{_compact(when)}_{_compact(stop)}"
+        f"_{absolute:06d}_{datatake:06X}_{draw.integer(0, 0xFFFF):04X}"
+    )
     return scene, f"{absolute:06d}_{datatake:06X}"
 
 
 def rfc3339(t: dt.datetime) -> str:
     """``YYYY-MM-DDTHH:MM:SS.ffffffZ``: UTC, always exactly six fractional digits."""
-    return (f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:"
-            f"{t.second:02d}.{t.microsecond:06d}Z")
+    return (
+        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:"
+        f"{t.second:02d}.{t.microsecond:06d}Z"
+    )
 
 
 def _pick_mission(draw: _Draws, candidates: tuple[str, ...]) -> Mission:
@@ -155,8 +167,12 @@ def _pool(polar: bool, on: dt.date | None, latest: dt.date | None) -> tuple[str,
         active = tuple(c for c in pool if MISSIONS[c].first <= on <= MISSIONS[c].last)
         return active or ("LT05" if on.year < 2013 else "LC08",)
     assert latest is not None
-    pool = tuple(c for c in pool if max(MISSIONS[c].first, _EPOCH_FLOOR)
-                 + dt.timedelta(days=2 * MISSIONS[c].repeat_days) < latest)
+    pool = tuple(
+        c
+        for c in pool
+        if max(MISSIONS[c].first, _EPOCH_FLOOR) + dt.timedelta(days=2 * MISSIONS[c].repeat_days)
+        < latest
+    )
     if not pool:
         raise ValueError(f"no mission acquired pairs before {latest}")
     return pool
@@ -198,8 +214,11 @@ def _acquisitions(
     days = min(days, max(base, span - 1))
     start_day = first + dt.timedelta(days=draw.integer(0, max(0, span - days)))
     # Local solar time of the overpass: ~10:30 for optical, dawn/dusk for Sentinel-1.
-    local = draw.uniform(9.8, 11.2) if mission.family != "sentinel1" else draw.choice(
-        (6.0, 18.0)) + draw.uniform(-0.5, 0.5)
+    local = (
+        draw.uniform(9.8, 11.2)
+        if mission.family != "sentinel1"
+        else draw.choice((6.0, 18.0)) + draw.uniform(-0.5, 0.5)
+    )
     seconds = ((local - lon / 15.0) * 3600.0) % 86400.0
     start = dt.datetime(start_day.year, start_day.month, start_day.day, tzinfo=_UTC)
     start += dt.timedelta(seconds=seconds, microseconds=draw.integer(0, 999_999))

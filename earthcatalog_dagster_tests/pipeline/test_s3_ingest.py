@@ -175,9 +175,7 @@ def test_a_private_source_object_fails_clearly_naming_bucket_and_key(s3_home) ->
     inventory = layout.join(s3_home.staging, "private_refs.parquet")
     storage.write_parquet(refs, inventory)
     with pytest.raises(storage.AccessDenied) as err:
-        ingest(
-            inventory, settings=dataclasses.replace(s3_home, source_root=None), h3_resolution=1
-        )
+        ingest(inventory, settings=dataclasses.replace(s3_home, source_root=None), h3_resolution=1)
     assert (err.value.bucket, err.value.key) == (INVENTORY_BUCKET, key)
     assert INVENTORY_BUCKET in str(err.value) and key in str(err.value)
     assert KEY_ID not in str(err.value) and SECRET not in str(err.value)

@@ -40,9 +40,7 @@ def parse_time(text: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
-def in_time(
-    item: dict[str, Any], start: dt.datetime | None, end: dt.datetime | None
-) -> bool:
+def in_time(item: dict[str, Any], start: dt.datetime | None, end: dt.datetime | None) -> bool:
     """STAC datetime semantics, in plain Python."""
     p = item["properties"]
     lo, hi = parse_time(p.get("start_datetime")), parse_time(p.get("end_datetime"))

@@ -43,7 +43,10 @@ def running_server(env: Mapping[str, str], log_path: Path) -> Iterator[str]:
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "earthcatalog_dagster.cli", "serve", "--port", str(port)],
-            env=full, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=full,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         url = f"http://127.0.0.1:{port}"
         try:

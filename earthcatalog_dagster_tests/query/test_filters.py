@@ -33,7 +33,7 @@ FILTERS = [
     "50 < percent_valid_pixels",
     "platform IS NULL",
     "id = 'nope' OR percent_valid_pixels = 99",
-    '"sat:orbit_state" = \'ascending\'',
+    "\"sat:orbit_state\" = 'ascending'",
     "t_after(datetime, TIMESTAMP('2020-01-01T00:00:00Z'))",  # a residual: cql2 evaluates it
 ]
 

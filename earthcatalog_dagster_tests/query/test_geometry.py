@@ -31,10 +31,19 @@ QUERIES = [
 @pytest.fixture(scope="module")
 def rows() -> tuple[pa.Table, list[dict]]:
     rng = np.random.default_rng(3)
-    items = [make_item(rng, region=region)
-             for region in ("chukotka_aleutians", "north_pole", "south_pole", "north_near_pole",
-                            "south_near_pole", "svalbard", None)
-             for _ in range(25)]
+    items = [
+        make_item(rng, region=region)
+        for region in (
+            "chukotka_aleutians",
+            "north_pole",
+            "south_pole",
+            "north_near_pole",
+            "south_near_pole",
+            "svalbard",
+            None,
+        )
+        for _ in range(25)
+    ]
     parsed = parse_items([orjson.dumps(i) for i in items], [i["id"] for i in items])
     assert not parsed.rejects
     return parsed.table, parsed.items

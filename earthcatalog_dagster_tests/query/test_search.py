@@ -77,8 +77,7 @@ def test_antimeridian_polygon(cat: Catalog) -> None:
     """A GeoJSON polygon whose ring steps 175 → -170 crosses ±180 (it is not the band round
     the rest of the world): the same answer as the two boxes either side."""
     ring = [[175.0, 45.0], [-170.0, 45.0], [-170.0, 70.0], [175.0, 70.0], [175.0, 45.0]]
-    result = search(intersects={"type": "Polygon", "coordinates": [ring]},
-                    settings=cat.settings)
+    result = search(intersects={"type": "Polygon", "coordinates": [ring]}, settings=cat.settings)
     query = shapely.union(box(175.0, 45.0, 180.0, 70.0), box(-180.0, 45.0, -170.0, 70.0))
     expected = cat.ids(geometry=query)
     assert expected and _ids(result) == expected
@@ -127,7 +126,8 @@ def test_interval_overlap_with_start_end(cat: Catalog) -> None:
     """A short interval inside a pair's range but away from its datetime still matches,
     also when the pair's datetime lies in another year (partition) than the interval."""
     long_pairs = [
-        i for i in cat.expected.values()
+        i
+        for i in cat.expected.values()
         if parse_time(i["properties"]["datetime"]).year
         != parse_time(i["properties"]["start_datetime"]).year
     ]
@@ -144,9 +144,7 @@ def test_glacier_point_over_three_years(cat: Catalog) -> None:
     point = Point(-142.0, 60.2)
     start = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
     end = dt.datetime(2022, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC)
-    result = search(
-        intersects=point, datetime="2020-01-01/2022-12-31", settings=cat.settings
-    )
+    result = search(intersects=point, datetime="2020-01-01/2022-12-31", settings=cat.settings)
     assert _ids(result) == cat.ids(geometry=point, start=start, end=end)
 
 
@@ -165,8 +163,10 @@ def test_glacier_point_over_three_years(cat: Catalog) -> None:
             "platform = 'S1A' OR percent_valid_pixels < 10",
             lambda p: p["platform"] == "S1A" or p["percent_valid_pixels"] < 10,
         ),
-        ("date_dt <= 24 AND NOT (platform LIKE 'LC%')",
-         lambda p: p["date_dt"] <= 24 and not p["platform"].startswith("LC")),
+        (
+            "date_dt <= 24 AND NOT (platform LIKE 'LC%')",
+            lambda p: p["date_dt"] <= 24 and not p["platform"].startswith("LC"),
+        ),
     ],
 )
 def test_cql2(cat: Catalog, text: str, where) -> None:
@@ -178,11 +178,14 @@ def test_cql2(cat: Catalog, text: str, where) -> None:
 def test_cql2_json_with_space_andparse_time(cat: Catalog) -> None:
     query = {"op": ">", "args": [{"property": "percent_valid_pixels"}, 30]}
     result = search(
-        bbox=[-75.0, 58.0, -10.0, 84.0], datetime="2015-01-01/..", filter=query,
+        bbox=[-75.0, 58.0, -10.0, 84.0],
+        datetime="2015-01-01/..",
+        filter=query,
         settings=cat.settings,
     )
     expected = cat.ids(
-        geometry=box(-75.0, 58.0, -10.0, 84.0), start=dt.datetime(2015, 1, 1, tzinfo=dt.UTC),
+        geometry=box(-75.0, 58.0, -10.0, 84.0),
+        start=dt.datetime(2015, 1, 1, tzinfo=dt.UTC),
         where=lambda p: p["percent_valid_pixels"] > 30,
     )
     assert expected and _ids(result) == expected
@@ -204,13 +207,13 @@ def test_sortby_limit_and_paging(cat: Catalog) -> None:
     pages = list(result.pages(7))
     assert [i for page in pages for i in page] == items
     assert all(len(p) == 7 for p in pages[:-1]) and 1 <= len(pages[-1]) <= 7
-    limited = search(
-        bbox=[-180, 50, 180, 90], sortby="-datetime", limit=5, settings=cat.settings
-    )
+    limited = search(bbox=[-180, 50, 180, 90], sortby="-datetime", limit=5, settings=cat.settings)
     assert list(limited.items()) == items[:5] and limited.count() == 5
     by_two = search(sortby=["platform", "-percent_valid_pixels"], settings=cat.settings)
-    keys = [(i["properties"]["platform"], -i["properties"]["percent_valid_pixels"])
-            for i in by_two.items()]
+    keys = [
+        (i["properties"]["platform"], -i["properties"]["percent_valid_pixels"])
+        for i in by_two.items()
+    ]
     assert keys == sorted(keys)
 
 
@@ -328,8 +331,21 @@ def test_cli_search_geojson_ndjson_parquet(
     assert {f["id"]: f for f in collection["features"]} == {k: cat.expected[k] for k in expected}
 
     capsysbinary.readouterr()
-    assert main(["search", f"--bbox={bbox}", "--format", "ndjson", "--limit", "3",
-                 "--sortby", "-datetime"]) == 0
+    assert (
+        main(
+            [
+                "search",
+                f"--bbox={bbox}",
+                "--format",
+                "ndjson",
+                "--limit",
+                "3",
+                "--sortby",
+                "-datetime",
+            ]
+        )
+        == 0
+    )
     lines = capsysbinary.readouterr().out.splitlines()
     assert len(lines) == 3 and all(json.loads(line)["id"] in expected for line in lines)
 
@@ -398,8 +414,9 @@ def test_file_index_cached_per_manifest_and_on_disk(cat: Catalog, monkeypatch, t
     first, last = (table.snapshot_by_id(s) for s in (cat.first_snapshot, cat.last_snapshot))
     decoded = []
     real = files._decode_manifest
-    monkeypatch.setattr(files, "_decode_manifest",
-                        lambda io, path, ids: decoded.append(path) or real(io, path, ids))
+    monkeypatch.setattr(
+        files, "_decode_manifest", lambda io, path, ids: decoded.append(path) or real(io, path, ids)
+    )
 
     built = files.file_index(table, last)
     manifests = [m.manifest_path for m in last.manifests(table.io)]

@@ -34,8 +34,15 @@ def test_landing_and_conformance(api: str) -> None:
     rels = {(link["rel"], link.get("method")) for link in landing["links"]}
     assert {("search", "GET"), ("search", "POST"), ("conformance", None), ("data", None)} <= rels
     classes = set(httpx.get(f"{api}/conformance").json()["conformsTo"])
-    for suffix in ("core", "item-search", "collections", "ogcapi-features",
-                   "item-search#filter", "item-search#sort", "item-search#fields"):
+    for suffix in (
+        "core",
+        "item-search",
+        "collections",
+        "ogcapi-features",
+        "item-search#filter",
+        "item-search#sort",
+        "item-search#fields",
+    ):
         assert any(c.endswith("/" + suffix) for c in classes), suffix
     assert "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text" in classes
     assert classes == set(landing["conformsTo"])
@@ -77,10 +84,13 @@ def test_pystac_client_filter_sort_fields(api: str, cat: Catalog) -> None:
     expected = cat.ids(where=lambda p: p["percent_valid_pixels"] > 60 and p["platform"] != "S1A")
     for flt in (
         "percent_valid_pixels > 60 AND platform <> 'S1A'",
-        {"op": "and", "args": [
-            {"op": ">", "args": [{"property": "percent_valid_pixels"}, 60]},
-            {"op": "<>", "args": [{"property": "platform"}, "S1A"]},
-        ]},
+        {
+            "op": "and",
+            "args": [
+                {"op": ">", "args": [{"property": "percent_valid_pixels"}, 60]},
+                {"op": "<>", "args": [{"property": "platform"}, "S1A"]},
+            ],
+        },
     ):
         for method in ("GET", "POST"):
             if method == "GET" and isinstance(flt, dict):
@@ -91,7 +101,8 @@ def test_pystac_client_filter_sort_fields(api: str, cat: Catalog) -> None:
             stamps = [i["properties"]["datetime"] for i in items]
             assert stamps == sorted(stamps, reverse=True)
     slim = client.search(
-        bbox=list(ALASKA.bounds), fields={"include": ["id", "properties.datetime"], "exclude": []},
+        bbox=list(ALASKA.bounds),
+        fields={"include": ["id", "properties.datetime"], "exclude": []},
         method="POST",
     )
     item = next(slim.items_as_dicts())

@@ -36,11 +36,21 @@ KEY = re.compile(
     r"^velocity_image_pair/(landsatOLI|sentinel1|sentinel2)/v02/[NS]\d{2}[EW]\d{3}/"
     r"(?P<id>[^/]+)\.stac\.json$"
 )
-ID = re.compile(r"^(?P<s1>(?P<mission>[A-Z0-9]{3,4})_[A-Z0-9_]+?)_X_(?P<s2>[A-Z0-9_]+?)"
-                r"_G0120V02_P(?P<p>\d{3})$")
-MISSION_DIRS = {"LT04": "landsatOLI", "LT05": "landsatOLI", "LE07": "landsatOLI",
-                "LC08": "landsatOLI", "LC09": "landsatOLI", "S1A": "sentinel1",
-                "S1B": "sentinel1", "S2A": "sentinel2", "S2B": "sentinel2"}
+ID = re.compile(
+    r"^(?P<s1>(?P<mission>[A-Z0-9]{3,4})_[A-Z0-9_]+?)_X_(?P<s2>[A-Z0-9_]+?)"
+    r"_G0120V02_P(?P<p>\d{3})$"
+)
+MISSION_DIRS = {
+    "LT04": "landsatOLI",
+    "LT05": "landsatOLI",
+    "LE07": "landsatOLI",
+    "LC08": "landsatOLI",
+    "LC09": "landsatOLI",
+    "S1A": "sentinel1",
+    "S1B": "sentinel1",
+    "S2A": "sentinel2",
+    "S2B": "sentinel2",
+}
 DATE = dt.date(2025, 6, 1)
 
 
@@ -92,8 +102,18 @@ def test_every_item_has_the_same_keys(items: list[dict[str, Any]]) -> None:
         assert item["assets"].keys() == {"data", "overview", "thumbnail"}
         for name, asset in item["assets"].items():
             assert asset.keys() == first["assets"][name].keys()
-    assert list(first) == ["type", "stac_version", "stac_extensions", "id", "geometry", "bbox",
-                           "properties", "links", "assets", "collection"]
+    assert list(first) == [
+        "type",
+        "stac_version",
+        "stac_extensions",
+        "id",
+        "geometry",
+        "bbox",
+        "properties",
+        "links",
+        "assets",
+        "collection",
+    ]
 
 
 def test_item_fields_have_documented_types_and_formats(items: list[dict[str, Any]]) -> None:
@@ -107,12 +127,19 @@ def test_item_fields_have_documented_types_and_formats(items: list[dict[str, Any
         assert any("/version/" in e for e in exts)
         assert any("/sat/" in e for e in exts)
         p = item["properties"]
-        for name in ("datetime", "start_datetime", "end_datetime", "mid_datetime", "created",
-                     "updated"):
+        for name in (
+            "datetime",
+            "start_datetime",
+            "end_datetime",
+            "mid_datetime",
+            "created",
+            "updated",
+        ):
             assert RFC3339_US.match(p[name]), (name, p[name])
         assert p["mid_datetime"] == p["datetime"]
-        start, mid, end = (_parse_time(p[k]) for k in ("start_datetime", "datetime",
-                                                        "end_datetime"))
+        start, mid, end = (
+            _parse_time(p[k]) for k in ("start_datetime", "datetime", "end_datetime")
+        )
         assert start < mid < end
         assert abs((mid - start) - (end - mid)) <= dt.timedelta(microseconds=1)
         assert type(p["date_dt"]) is float and p["date_dt"].is_integer() and p["date_dt"] >= 5
@@ -162,15 +189,15 @@ def test_assets_links_and_key_layout(items: list[dict[str, Any]]) -> None:
         data = item["assets"]["data"]
         assert data["href"] == f"https://its-live-data.s3.amazonaws.com/{stem}.nc"
         assert data["type"] == "application/netcdf" and data["roles"] == ["data"]
-        assert data["alternate"] == {"s3": {"href": f"s3://{SOURCE_BUCKET}/{stem}.nc",
-                                            "alternate:name": "S3"}}
+        assert data["alternate"] == {
+            "s3": {"href": f"s3://{SOURCE_BUCKET}/{stem}.nc", "alternate:name": "S3"}
+        }
         assert item["assets"]["overview"]["href"].endswith(f"{item['id']}.png")
         assert item["assets"]["overview"]["type"] == "image/png"
         assert item["assets"]["thumbnail"]["href"].endswith(f"{item['id']}_thumb.png")
         assert item["assets"]["thumbnail"]["roles"] == ["thumbnail"]
         assert all(a["title"] for a in item["assets"].values())
-        assert [link["rel"] for link in item["links"]] == ["self", "parent", "root",
-                                                           "collection"]
+        assert [link["rel"] for link in item["links"]] == ["self", "parent", "root", "collection"]
         assert all(link.keys() == {"rel", "href", "type"} for link in item["links"])
 
 
@@ -232,8 +259,11 @@ def test_footprints_are_closed_ccw_densified_rings(items: list[dict[str, Any]]) 
 
 def test_antimeridian_footprints_use_rfc7946_bbox(items: list[dict[str, Any]]) -> None:
     crossing = [i for i in items if i["bbox"][0] > i["bbox"][2]]
-    forced = [i for i in items if 51 < i["properties"]["latitude"] < 67
-              and abs(i["properties"]["longitude"]) > 178]
+    forced = [
+        i
+        for i in items
+        if 51 < i["properties"]["latitude"] < 67 and abs(i["properties"]["longitude"]) > 178
+    ]
     assert len(forced) >= 20
     assert len(crossing) >= 20
     for item in crossing:
@@ -246,12 +276,24 @@ def test_antimeridian_footprints_use_rfc7946_bbox(items: list[dict[str, Any]]) -
 
 
 def test_some_footprints_encircle_the_poles(items: list[dict[str, Any]]) -> None:
-    north = [i for i in items if i["properties"]["latitude"] > 88.9
-             and abs(_unwrapped(i["geometry"]["coordinates"][0])[-1]
-                     - i["geometry"]["coordinates"][0][0][0]) > 180]
-    south = [i for i in items if i["properties"]["latitude"] < -88.9
-             and abs(_unwrapped(i["geometry"]["coordinates"][0])[-1]
-                     - i["geometry"]["coordinates"][0][0][0]) > 180]
+    north = [
+        i
+        for i in items
+        if i["properties"]["latitude"] > 88.9
+        and abs(
+            _unwrapped(i["geometry"]["coordinates"][0])[-1] - i["geometry"]["coordinates"][0][0][0]
+        )
+        > 180
+    ]
+    south = [
+        i
+        for i in items
+        if i["properties"]["latitude"] < -88.9
+        and abs(
+            _unwrapped(i["geometry"]["coordinates"][0])[-1] - i["geometry"]["coordinates"][0][0][0]
+        )
+        > 180
+    ]
     assert len(north) >= 15 and len(south) >= 15
     for item in north:
         ring = item["geometry"]["coordinates"][0]
@@ -336,8 +378,11 @@ def test_generate_day_bad_objects(day: tuple[GeneratedDay, str]) -> None:
     for key in gen.expected["no_id"]:
         item = json.loads(body(key))
         assert "id" not in item and item["type"] == "Feature"
-    bad_ids = {layout.item_id_from_key(k) for kind in ("uncoercible", "truncated",
-               "error_page", "missing", "no_id") for k in gen.expected[kind]}
+    bad_ids = {
+        layout.item_id_from_key(k)
+        for kind in ("uncoercible", "truncated", "error_page", "missing", "no_id")
+        for k in gen.expected[kind]
+    }
     assert not bad_ids & set(gen.good_ids)
 
 
@@ -359,8 +404,9 @@ def test_generate_day_refs_list_every_key(day: tuple[GeneratedDay, str]) -> None
     for row in refs.to_pylist():
         assert start <= row["last_modified_date"] < start + dt.timedelta(days=1)
         path = Path(layout.source_object(SOURCE_BUCKET, row["key"], root))
-        if row["key"] in item_keys or (row["key"] in bad_keys
-                                       and row["key"] not in gen.expected["missing"]):
+        if row["key"] in item_keys or (
+            row["key"] in bad_keys and row["key"] not in gen.expected["missing"]
+        ):
             data = path.read_bytes()
             assert row["size"] == len(data)
             assert row["e_tag"] == hashlib.md5(data).hexdigest()
@@ -408,8 +454,9 @@ def _data_file(manifest_uri: str, key: str) -> Path:
 def _check_manifest(uri: str, date: dt.date, fmt: str) -> dict[str, Any]:
     assert uri == layout.inventory_manifest(str(Path(uri).parents[1]), date)
     raw = Path(uri).read_bytes()
-    assert (Path(uri).parent / "manifest.checksum").read_text().strip() == \
-        hashlib.md5(raw).hexdigest()
+    assert (Path(uri).parent / "manifest.checksum").read_text().strip() == hashlib.md5(
+        raw
+    ).hexdigest()
     m = json.loads(raw)
     assert m["sourceBucket"] == SOURCE_BUCKET
     assert m["destinationBucket"] == "arn:aws:s3:::its-live-inventory"
@@ -436,8 +483,10 @@ def test_parquet_inventory(tmp_path: Path, day: tuple[GeneratedDay, str]) -> Non
     tables = []
     for f in m["files"]:
         path = _data_file(uri, f["key"])
-        assert path.resolve().parent == Path(layout.inventory_data_dir(
-            str(tmp_path / "inventory"))).resolve()
+        assert (
+            path.resolve().parent
+            == Path(layout.inventory_data_dir(str(tmp_path / "inventory"))).resolve()
+        )
         meta = pq.ParquetFile(path).metadata
         assert meta.row_group(0).column(0).compression == "SNAPPY"
         tables.append(pq.read_table(path))
@@ -452,13 +501,15 @@ def test_parquet_inventory(tmp_path: Path, day: tuple[GeneratedDay, str]) -> Non
 
 def test_csv_inventory(tmp_path: Path, day: tuple[GeneratedDay, str]) -> None:
     gen, _ = day
-    odd = pa.table({  # a key that needs URL-encoding
-        "bucket": [SOURCE_BUCKET],
-        "key": ["velocity_image_pair/odd name+1.stac.json"],
-        "last_modified_date": gen.refs["last_modified_date"].slice(0, 1),
-        "size": pa.array([10], pa.int64()),
-        "e_tag": ["0" * 32],
-    })
+    odd = pa.table(
+        {  # a key that needs URL-encoding
+            "bucket": [SOURCE_BUCKET],
+            "key": ["velocity_image_pair/odd name+1.stac.json"],
+            "last_modified_date": gen.refs["last_modified_date"].slice(0, 1),
+            "size": pa.array([10], pa.int64()),
+            "e_tag": ["0" * 32],
+        }
+    )
     refs = pa.concat_tables([gen.refs, odd]).sort_by("key")
     uri = write_inventory(str(tmp_path / "inventory"), DATE, refs, fmt="csv")
     m = _check_manifest(uri, DATE, "CSV")
@@ -469,24 +520,36 @@ def test_csv_inventory(tmp_path: Path, day: tuple[GeneratedDay, str]) -> None:
         path = _data_file(uri, f["key"])
         first = gzip.decompress(path.read_bytes()).split(b"\n", 1)[0]
         assert first.startswith(b'"its-live-data","velocity_image_pair/')  # no header row
-        tables.append(pacsv.read_csv(
-            path, read_options=pacsv.ReadOptions(column_names=names),
-            convert_options=pacsv.ConvertOptions(column_types={"Key": pa.string(),
-                                                               "LastModifiedDate": pa.string()})))
+        tables.append(
+            pacsv.read_csv(
+                path,
+                read_options=pacsv.ReadOptions(column_names=names),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={"Key": pa.string(), "LastModifiedDate": pa.string()}
+                ),
+            )
+        )
     table = pa.concat_tables(tables)
     keys = table.column("Key").to_pylist()
     assert "velocity_image_pair/odd%20name%2B1.stac.json" in keys
     assert [urllib.parse.unquote(k) for k in keys] == refs.column("key").to_pylist()
     assert table.column("Size").to_pylist() == refs.column("size").to_pylist()
-    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", t)
-               for t in table.column("LastModifiedDate").to_pylist())
+    assert all(
+        re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", t)
+        for t in table.column("LastModifiedDate").to_pylist()
+    )
     parsed = [_parse_time(t) for t in table.column("LastModifiedDate").to_pylist()]
     assert parsed == refs.column("last_modified_date").to_pylist()
 
 
 def test_inventory_without_size_and_etag(tmp_path: Path) -> None:
-    refs = pa.table({"bucket": [SOURCE_BUCKET] * 3, "key": ["a.stac.json", "b.nc", "c.stac.json"],
-                     "last_modified_date": pa.array([0, 1000, 2000], pa.timestamp("ms", "UTC"))})
+    refs = pa.table(
+        {
+            "bucket": [SOURCE_BUCKET] * 3,
+            "key": ["a.stac.json", "b.nc", "c.stac.json"],
+            "last_modified_date": pa.array([0, 1000, 2000], pa.timestamp("ms", "UTC")),
+        }
+    )
     uri = write_inventory(str(tmp_path), DATE, refs, fmt="parquet", files=5)
     m = _manifest(uri)
     assert len(m["files"]) == 3  # never more files than rows
@@ -517,8 +580,10 @@ def test_generate_demo_layout_and_cumulative_inventories(tmp_path: Path) -> None
             if m["fileFormat"] == "Parquet":
                 keys += pq.read_table(path).column("key").to_pylist()
             else:
-                keys += [urllib.parse.unquote(line.split(",")[1].strip('"'))
-                         for line in gzip.decompress(path.read_bytes()).decode().splitlines()]
+                keys += [
+                    urllib.parse.unquote(line.split(",")[1].strip('"'))
+                    for line in gzip.decompress(path.read_bytes()).decode().splitlines()
+                ]
         day_keys = set(gen.refs.column("key").to_pylist())
         assert set(keys) == (listed - gone) | day_keys
         listed |= day_keys
@@ -543,8 +608,12 @@ def test_footprints_are_rectangles_in_their_projection(items: list[dict[str, Any
         width, height = max(xs) - min(xs), max(ys) - min(ys)
         # every edge is straight and axis-parallel: LL→LR and UR→UL at constant y, LR→UR and
         # UL→LL at constant x (within 3 % of the box: sphere versus ellipsoid)
-        for edge, axis, size in ((range(0, 5), ys, height), (range(4, 9), xs, width),
-                                 (range(8, 13), ys, height), (range(12, 17), xs, width)):
+        for edge, axis, size in (
+            (range(0, 5), ys, height),
+            (range(4, 9), xs, width),
+            (range(8, 13), ys, height),
+            (range(12, 17), xs, width),
+        ):
             values = [axis[i] for i in edge]
             assert max(values) - min(values) < 0.03 * size, (item["id"], code)
         assert 80_000 < width < 330_000 and 80_000 < height < 330_000

@@ -65,6 +65,7 @@ __all__ = [
     "hash_ids",
     "load_aliases",
     "load_hash_index",
+    "load_hash_index_and_state",
     "load_ingested_keys",
     "merge_aliases",
     "merge_ids_into_index",
@@ -469,6 +470,17 @@ def load_hash_index(uri: str, *, strict: bool = False) -> HashIndex:
     rejected with ``ValueError`` when ``strict``.
     """
     return _load(uri, strict).index
+
+
+def load_hash_index_and_state(uri: str) -> tuple[HashIndex, dict[str, str]]:
+    """The index at ``uri`` and the ``state`` stored with it, from one read of the file.
+
+    Read apart (:func:`load_hash_index`, then :func:`read_index_state`), a writer replacing
+    the file in between could pair an old index with a new state, whose sequence number
+    then hides the files the old index lacks: their ids would pass as new.
+    """
+    loaded = _load(uri, strict=False)
+    return loaded.index, loaded.state
 
 
 def _footer(uri: str) -> pq.FileMetaData | None:

@@ -27,9 +27,8 @@ from earthcatalog_dagster.core.hash_index import (
     HashIndex,
     MergeStats,
     hash_ids,
-    load_hash_index,
+    load_hash_index_and_state,
     merge_aliases,
-    read_index_state,
     write_hash_index,
 )
 from earthcatalog_dagster.core.items import MISMATCH_SCHEMA
@@ -97,7 +96,7 @@ def sync_hash_index(
     empty index, so the index holds exactly the table's ids.
     """
     known_ids = known_ids or {}
-    index, state = load_hash_index(index_uri), read_index_state(index_uri)
+    index, state = load_hash_index_and_state(index_uri)
     if rebuild:
         index, state = HashIndex.empty(), {}
     same_table = state.get(TABLE_UUID_KEY) == str(table.metadata.table_uuid)

@@ -29,8 +29,7 @@ from earthcatalog_dagster.core.geoparquet import write_geoparquet
 from earthcatalog_dagster.core.hash_index import (
     HashIndex,
     hash_ids,
-    load_hash_index,
-    read_index_state,
+    load_hash_index_and_state,
 )
 from earthcatalog_dagster.pipeline.hash_sync import (
     SEQUENCE_KEY,
@@ -54,7 +53,7 @@ class OverlapResult:
 
 def registered_ids(table: Table, index_uri: str) -> HashIndex:
     """Every id registered in ``table``: the index plus files registered since its sync."""
-    index, state = load_hash_index(index_uri), read_index_state(index_uri)
+    index, state = load_hash_index_and_state(index_uri)
     same_table = state.get(TABLE_UUID_KEY) == str(table.metadata.table_uuid)
     since = int(state.get(SEQUENCE_KEY, 0)) if same_table else -1
     files = files_added_since(table, since)

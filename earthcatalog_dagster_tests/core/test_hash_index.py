@@ -21,6 +21,7 @@ from earthcatalog_dagster.core.hash_index import (
     hash_id,
     hash_ids,
     load_hash_index,
+    load_hash_index_and_state,
     merge_ids_into_index,
     read_index_state,
     write_hash_index,
@@ -335,6 +336,26 @@ def test_state_is_kept_in_the_footer(tmp_path: Path) -> None:
     assert read_index_state(uri) == {}
     with pytest.raises(ValueError, match="reserved"):
         write_hash_index(HashIndex.empty(), uri, state={"ARROW:schema": "x"})
+
+
+def test_index_and_state_come_from_one_version_of_the_file(tmp_path, monkeypatch) -> None:
+    """A writer replaces the index right after a reader fetched it: the reader still gets
+    the index and the state of one version (sequence 1 with one id), never the old index
+    with the new state (sequence 2 would hide the id the old index lacks)."""
+    uri = str(tmp_path / "idx.parquet")
+    write_hash_index(HashIndex.from_ids(["a"]), uri, state={"seq": "1"})
+    real_read = hx.storage.read_bytes
+
+    def read_then_concurrent_write(path: str, **kwargs):  # type: ignore[no-untyped-def]
+        data = real_read(path, **kwargs)
+        monkeypatch.setattr(hx.storage, "read_bytes", real_read)  # one writer only
+        write_hash_index(HashIndex.from_ids(["a", "b"]), uri, state={"seq": "2"})
+        return data
+
+    monkeypatch.setattr(hx.storage, "read_bytes", read_then_concurrent_write)
+    index, state = load_hash_index_and_state(uri)
+    assert (len(index), state) == (1, {"seq": "1"})
+    assert read_index_state(uri) == {"seq": "2"}  # the writer did replace it
 
 
 def test_operators_legacy_file_loads(tmp_path: Path) -> None:
